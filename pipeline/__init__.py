@@ -1,0 +1,3 @@
+"""rarft: Refusal-Aware Reinforcement Fine-Tuning for video temporal grounding."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,69 @@
+"""The event log of a synthetic 'shapes world' video: the ground truth that
+queries are built from and checked against.
+
+Written by the synthetic source as ``data/raw/annotations.jsonl`` (one
+``VideoLog`` per line); read by ``build_riq``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Color = Literal["red", "green", "blue", "yellow", "white", "orange", "purple", "cyan"]
+Shape = Literal["square", "wide bar", "tall bar"]
+Size = Literal["small", "large"]
+Action = Literal[
+    "appears", "disappears", "moves left", "moves right", "moves up", "moves down", "grows", "shrinks", "blinks",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ShapeObject(_Strict):
+    id: str = Field(description="Object id, unique within the video (e.g. 'o1').")
+    color: Color = Field(description="Fill colour.")
+    shape: Shape = Field(description="Box proportions.")
+    size: Size = Field(description="Size class at first appearance.")
+
+
+class Event(_Strict):
+    id: str = Field(description="Event id, unique within the video (e.g. 'e1').")
+    object_id: str = Field(description="Id of the object that acts.")
+    action: Action = Field(description="What the object does.")
+    start: float = Field(ge=0, description="Start time, seconds.")
+    end: float = Field(gt=0, description="End time, seconds.")
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.start >= self.end:
+            raise ValueError(f"event {self.id}: start must be < end")
+        return self
+
+
+class VideoLog(_Strict):
+    video_id: str = Field(description="Safe file stem of the video.")
+    video: str = Field(description="Path of the video relative to the raw data folder (e.g. 'videos/syn_0001.mp4').")
+    duration: float = Field(gt=0, description="Duration in seconds.")
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+    fps: float = Field(gt=0)
+    background: str = Field(description="Background colour name.")
+    objects: list[ShapeObject]
+    events: list[Event] = Field(description="Events sorted by start time.")
+
+    @model_validator(mode="after")
+    def _refs(self):
+        ids = {o.id for o in self.objects}
+        for e in self.events:
+            if e.object_id not in ids:
+                raise ValueError(f"event {e.id}: unknown object {e.object_id}")
+            if e.end > self.duration + 1e-6:
+                raise ValueError(f"event {e.id}: ends after the video ({e.end} > {self.duration})")
+        return self
+
+    def object(self, object_id: str) -> ShapeObject:
+        return next(o for o in self.objects if o.id == object_id)

@@ -1,0 +1,89 @@
+"""The one prompt template (training, evaluation and prediction use it alike)
+and the parser of completions that rewards and metrics share.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+NIL = "NIL"
+
+INSTRUCTION = (
+    "Watch the video and decide whether this query describes something that happens in it: \"{query}\"\n"
+    "First reason inside <think></think>, citing time ranges in seconds. "
+    "If the video shows it, write the moment as <answer>START to END</answer> in seconds "
+    "(for example <answer>12.54 to 17.83</answer>) and then <correction>NIL</correction>. "
+    "If nothing in the video matches, say in <answer></answer> that no segment is relevant and why, "
+    "and write in <correction></correction> a corrected query that the video does answer."
+)
+
+
+def build_messages(query: str) -> list[dict]:
+    """Chat messages for one query; the video is attached by the processor."""
+    return [
+        {
+            "role": "user",
+            "content": [
+                {"type": "video"},
+                {"type": "text", "text": INSTRUCTION.format(query=query.strip())},
+            ],
+        }
+    ]
+
+
+def format_span(start: float, end: float) -> str:
+    return f"{start:.2f} to {end:.2f}"
+
+
+_TAGS = ("think", "answer", "correction")
+_FORMAT = re.compile(
+    r"<think>(?P<think>.*?)</think>\s*<answer>(?P<answer>.*?)</answer>\s*<correction>(?P<correction>.*?)</correction>",
+    re.DOTALL,
+)
+_NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)"
+_SPAN = re.compile(rf"({_NUM})\s*to\s*({_NUM})")
+
+
+@dataclass(frozen=True)
+class Parsed:
+    well_formed: bool
+    answer: str | None
+    correction: str | None
+    span: tuple[float, float] | None
+
+    @property
+    def relevant(self) -> bool:
+        """A prediction says 'relevant' iff its answer holds a span."""
+        return self.span is not None
+
+
+def _last(tag: str, text: str) -> str | None:
+    found = re.findall(rf"<{tag}>(.*?)</{tag}>", text, re.DOTALL)
+    return found[-1].strip() if found else None
+
+
+def is_well_formed(text: str) -> bool:
+    """Exactly think, answer, correction (whitespace between), nothing else, no nesting."""
+    m = _FORMAT.fullmatch(text.strip())
+    if not m:
+        return False
+    inner = "".join(m.group(t) for t in _TAGS)
+    return not re.search(r"</?(?:think|answer|correction)>", inner)
+
+
+def parse_span(answer: str | None) -> tuple[float, float] | None:
+    if answer is None:
+        return None
+    m = _SPAN.search(answer)
+    return (float(m.group(1)), float(m.group(2))) if m else None
+
+
+def parse_completion(text: str) -> Parsed:
+    answer = _last("answer", text)
+    return Parsed(
+        well_formed=is_well_formed(text),
+        answer=answer,
+        correction=_last("correction", text),
+        span=parse_span(answer),
+    )

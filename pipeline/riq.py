@@ -1,0 +1,124 @@
+"""The RIQ format (Refusal-aware Instance-level Queries): one query on one video,
+answerable (a ground-truth span) or refusable (no span; refuse, explain, correct).
+
+These pydantic models are the single definition of the format; the JSON Schema
+in docs/riq.schema.json is exported from them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+CATEGORIES: tuple[str, ...] = (
+    "Action/ActionSequence",
+    "Action/FineGrainedAction",
+    "Object/ObjectExistence",
+    "Object/ObjectPartRelation",
+    "Object/ObjectSpatialRelation",
+    "Object/ObjectMoving",
+    "Scene/SceneTransition",
+    "Scene/SceneExistence",
+    "Attribute/AttributeValue",
+    "Attribute/Counting",
+    "Attribute/Comparison",
+)
+Category = Literal[
+    "Action/ActionSequence",
+    "Action/FineGrainedAction",
+    "Object/ObjectExistence",
+    "Object/ObjectPartRelation",
+    "Object/ObjectSpatialRelation",
+    "Object/ObjectMoving",
+    "Scene/SceneTransition",
+    "Scene/SceneExistence",
+    "Attribute/AttributeValue",
+    "Attribute/Counting",
+    "Attribute/Comparison",
+]
+TaskType = Literal["answerable", "refusable"]
+Difficulty = Literal["original", "easy", "medium", "hard"]
+Kind = Literal["answerable", "hard_irrelevant", "shuffled"]
+NO_SPAN = (-1.0, -1.0)
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GtAnswer(_Strict):
+    answer: tuple[float, float] = Field(description="[start, end] in seconds; [-1, -1] for a refusable query.")
+
+
+class Alternative(_Strict):
+    problem: str = Field(min_length=1, description="An answerable query that a correction should lead to.")
+    gt_answers: list[GtAnswer] = Field(min_length=1, description="Its ground-truth span(s).")
+
+
+class RiqRecord(_Strict):
+    id: str = Field(description="Stable unique id of this query record.")
+    video: str = Field(description="Video id: a safe file stem (no path separators, no '..').")
+    video_path: str = Field(description="Path of the source video (as recorded by the source).")
+    frames_path: str | None = Field(None, description="Path of the pre-extracted frames file (set when joined with the frame cache).")
+    duration: float = Field(gt=0, description="Video duration in seconds.")
+    problem: str = Field(description="The query text.")
+    task_type: TaskType = Field(description="'answerable' (has a span) or 'refusable' (must be refused).")
+    kind: Kind = Field(description="'answerable', 'hard_irrelevant' (edited true query) or 'shuffled' (query from another video).")
+    gt_answers: list[GtAnswer] = Field(min_length=1, description="Ground-truth span(s); [[-1, -1]] for refusable.")
+    refusable_queries: list[Alternative] = Field(default_factory=list, description="For refusable records: answerable alternatives (correction targets).")
+    explanation: str | None = Field(None, description="Why a refusable query cannot be answered.")
+    reference_answer: str = Field(description="The ideal <answer> text: 'S to E' for answerable, the explanation for refusable.")
+    contrast_answer: str = Field(description="The other class's answer on the same video (for the explain reward).")
+    categories: list[Category] = Field(default_factory=list, description="Hard-irrelevant categories (subset of the 11 labels).")
+    difficulty: Difficulty | None = Field(None, description="'original' for answerable; hard/medium/easy = 1/2/3 edits; None for shuffled.")
+    source: str = Field(description="Where the record came from (e.g. 'synthetic').")
+
+    @field_validator("video")
+    @classmethod
+    def _safe_video(cls, v: str) -> str:
+        if not _SAFE_ID.match(v) or ".." in v:
+            raise ValueError("must be a safe file name (letters, digits, '.', '_', '-'; no path separators or '..')")
+        return v
+
+    @field_validator("problem")
+    @classmethod
+    def _non_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("query is empty")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.task_type == "answerable":
+            for ans in self.gt_answers:
+                s, e = ans.answer
+                if not (0 <= s < e <= self.duration + 1e-6):
+                    raise ValueError(f"gt_answers: span [{s}, {e}] must satisfy 0 <= start < end <= duration ({self.duration})")
+            if self.kind != "answerable":
+                raise ValueError("kind: an answerable record must have kind 'answerable'")
+            if self.difficulty not in (None, "original"):
+                raise ValueError("difficulty: an answerable record is 'original'")
+        else:
+            if any(tuple(a.answer) != NO_SPAN for a in self.gt_answers):
+                raise ValueError("gt_answers: a refusable record's span must be [-1, -1]")
+            if not self.refusable_queries:
+                raise ValueError("refusable_queries: a refusable record needs at least one answerable alternative")
+            if self.kind == "answerable":
+                raise ValueError("kind: a refusable record cannot have kind 'answerable'")
+            for alt in self.refusable_queries:
+                for ans in alt.gt_answers:
+                    s, e = ans.answer
+                    if not (0 <= s < e <= self.duration + 1e-6):
+                        raise ValueError(f"refusable_queries: span [{s}, {e}] must satisfy 0 <= start < end <= duration ({self.duration})")
+        return self
+
+    @property
+    def span(self) -> tuple[float, float] | None:
+        return None if self.task_type == "refusable" else tuple(self.gt_answers[0].answer)
+
+    @property
+    def correction_target(self) -> str | None:
+        return self.refusable_queries[0].problem if self.refusable_queries else None

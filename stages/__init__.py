@@ -1,0 +1,1 @@
+"""Thin DVC stage entry points: parse paths, load params, call pipeline.*. Run as `python -m stages.<name>`."""
