@@ -41,8 +41,25 @@ Category = Literal[
 TaskType = Literal["answerable", "refusable"]
 Difficulty = Literal["original", "easy", "medium", "hard"]
 Kind = Literal["answerable", "hard_irrelevant", "shuffled"]
+Edit = Literal["colour", "size", "shape", "direction", "action", "order", "count"]
+# Which category a fact edit probes (documented in docs/RIQ.md); one edit, one category.
+EDIT_CATEGORY: dict[str, str] = {
+    "colour": "Attribute/AttributeValue",
+    "size": "Attribute/Comparison",
+    "shape": "Object/ObjectExistence",
+    "direction": "Object/ObjectMoving",
+    "action": "Action/FineGrainedAction",
+    "order": "Action/ActionSequence",
+    "count": "Attribute/Counting",
+}
+DIFFICULTY_EDITS: dict[str, int] = {"hard": 1, "medium": 2, "easy": 3}
 NO_SPAN = (-1.0, -1.0)
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def is_safe_id(value: str) -> bool:
+    """A file stem that cannot climb out of its folder."""
+    return bool(_SAFE_ID.fullmatch(value)) and ".." not in value
 
 
 class _Strict(BaseModel):
@@ -74,12 +91,13 @@ class RiqRecord(_Strict):
     contrast_answer: str = Field(description="The other class's answer on the same video (for the explain reward).")
     categories: list[Category] = Field(default_factory=list, description="Hard-irrelevant categories (subset of the 11 labels).")
     difficulty: Difficulty | None = Field(None, description="'original' for answerable; hard/medium/easy = 1/2/3 edits; None for shuffled.")
+    edits: list[Edit] = Field(default_factory=list, description="Facts changed from the true query (hard_irrelevant only); one category per edit.")
     source: str = Field(description="Where the record came from (e.g. 'synthetic').")
 
     @field_validator("video")
     @classmethod
     def _safe_video(cls, v: str) -> str:
-        if not _SAFE_ID.match(v) or ".." in v:
+        if not is_safe_id(v):
             raise ValueError("must be a safe file name (letters, digits, '.', '_', '-'; no path separators or '..')")
         return v
 
@@ -115,6 +133,20 @@ class RiqRecord(_Strict):
                         raise ValueError(f"refusable_queries: span [{s}, {e}] must satisfy 0 <= start < end <= duration ({self.duration})")
         return self
 
+    @model_validator(mode="after")
+    def _edits_match(self):
+        if self.kind != "hard_irrelevant":
+            if self.edits:
+                raise ValueError(f"edits: only a hard_irrelevant record has edits (kind is '{self.kind}')")
+            return self
+        if self.edits:
+            if self.difficulty in DIFFICULTY_EDITS and len(self.edits) != DIFFICULTY_EDITS[self.difficulty]:
+                raise ValueError(f"edits: difficulty '{self.difficulty}' means {DIFFICULTY_EDITS[self.difficulty]} edit(s), got {len(self.edits)}")
+            expected = sorted({EDIT_CATEGORY[e] for e in self.edits})
+            if sorted(set(self.categories)) != expected:
+                raise ValueError(f"categories: edits {self.edits} imply {expected}, got {sorted(set(self.categories))}")
+        return self
+
     @property
     def span(self) -> tuple[float, float] | None:
         return None if self.task_type == "refusable" else tuple(self.gt_answers[0].answer)
@@ -122,3 +154,23 @@ class RiqRecord(_Strict):
     @property
     def correction_target(self) -> str | None:
         return self.refusable_queries[0].problem if self.refusable_queries else None
+
+
+def json_schema() -> dict:
+    """The JSON Schema of one RIQ record (docs/riq.schema.json is this, committed)."""
+    schema = RiqRecord.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["description"] = (
+        "One RIQ record (one JSON object per line of data/riq/*.jsonl). Cross-field rules "
+        "(span bounds, refusable => [-1, -1] and >= 1 alternative, unique ids, frames file) "
+        "are enforced by pipeline.riq / `rarft validate`, not by this schema."
+    )
+    return schema
+
+
+if __name__ == "__main__":  # python -m pipeline.riq docs/riq.schema.json
+    import sys
+
+    from pipeline.io import write_json
+
+    write_json(sys.argv[1] if len(sys.argv) > 1 else "docs/riq.schema.json", json_schema())

@@ -1,0 +1,25 @@
+"""Stage build_riq: event logs + frame cache -> data/riq/{train,test,quarantine}.jsonl and the stats metric."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from pipeline.params import load_params
+from pipeline.riq_build import build_riq
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--annotations", required=True, help="annotations.jsonl (one VideoLog per line)")
+    parser.add_argument("--frames", required=True, help="frame cache folder (<video_id>.npz)")
+    parser.add_argument("--out", required=True, help="output folder for train/test/quarantine JSONL")
+    parser.add_argument("--stats", required=True, help="stats JSON (DVC metric)")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    stats = build_riq(load_params(args.params).riq, args.annotations, args.frames, args.out, args.stats)
+    print(json.dumps({"videos": stats["videos"], "records": stats["records"], "quarantined": stats["quarantined"]}))
+
+
+if __name__ == "__main__":
+    main()
