@@ -8,17 +8,17 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml requirements/lock.txt
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -c requirements/lock.txt -e '.[dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
 
+# Stage commands call `python`, so the venv must come first on PATH.
 repro: $(STAMP)
-	$(VENV)/bin/dvc repro
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
 
 test: $(STAMP)
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)
