@@ -41,8 +41,11 @@ _FORMAT = re.compile(
     r"<think>(?P<think>.*?)</think>\s*<answer>(?P<answer>.*?)</answer>\s*<correction>(?P<correction>.*?)</correction>",
     re.DOTALL,
 )
-_NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)"
-_SPAN = re.compile(rf"({_NUM})\s*to\s*({_NUM})")
+_NUM = r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"  # ASCII decimals only
+# A unit after each number ("3.5s to 7s", "3.5 seconds to 7 seconds") is tolerated:
+# the prompt asks for seconds, and a unit is no reason to read a span as a refusal.
+_UNIT = r"(?:\s*(?:s|sec|secs|second|seconds)\b)?"
+_SPAN = re.compile(rf"({_NUM}){_UNIT}\s*to\s*({_NUM})", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,36 @@ def parse_span(answer: str | None) -> tuple[float, float] | None:
     return (float(m.group(1)), float(m.group(2))) if m else None
 
 
-def parse_completion(text: str) -> Parsed:
+def is_nil(text: str | None) -> bool:
+    """True iff the text says NIL, ignoring case and whitespace."""
+    return text is not None and "".join(text.split()).casefold() == NIL.casefold()
+
+
+def completion_text(completion) -> str:
+    """The generated text of a plain-string or conversational (TRL) completion.
+
+    Conversational completions are a list of messages whose content is a string or a
+    list of parts; the text of every assistant message is joined in order.
+    """
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, dict):
+        completion = [completion]
+    parts: list[str] = []
+    for message in completion:
+        if message.get("role", "assistant") != "assistant":
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+        elif content is not None:
+            parts.extend(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type", "text") == "text")
+    return "".join(parts)
+
+
+def parse_completion(text) -> Parsed:
+    """Parse a completion (plain string or conversational messages)."""
+    text = completion_text(text)
     answer = _last("answer", text)
     return Parsed(
         well_formed=is_well_formed(text),

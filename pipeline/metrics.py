@@ -1,0 +1,269 @@
+"""Evaluation metrics for refusal-aware temporal grounding.
+
+Completions are parsed once into a columnar :class:`ItemTable` (numpy arrays, one
+entry per item); every metric in :data:`METRICS` is a function of such a table, so
+the same block is computed for the whole set and for each difficulty, category and
+kind. Definitions, empty-class conventions and a worked example: docs/METRICS.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from pydantic import ValidationError
+
+from pipeline import rewards
+from pipeline.io import InputError, read_jsonl
+from pipeline.prompt import parse_completion
+from pipeline.riq import RiqRecord
+
+THRESHOLDS = (0.3, 0.5, 0.7)
+
+
+@dataclass(frozen=True)
+class ItemTable:
+    """Per-item results, column-major."""
+
+    ids: list[str]
+    task_type: list[str]
+    kind: list[str]
+    difficulty: list[str | None]
+    categories: list[list[str]]
+    answerable: np.ndarray  # gt class: True = relevant
+    has_answer: np.ndarray  # an <answer> tag was found
+    pred_relevant: np.ndarray  # the answer holds a span
+    pred_start: np.ndarray  # NaN without a span
+    pred_end: np.ndarray
+    iou: np.ndarray  # temporal IoU with the first gt span (0 for refusable items)
+    ra_iou: np.ndarray
+    rewards: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def pred_irrelevant(self) -> np.ndarray:
+        # A refusal needs an <answer>: a completion without one is wrong for both classes.
+        return self.has_answer & ~self.pred_relevant
+
+    def subset(self, mask: np.ndarray) -> ItemTable:
+        idx = np.flatnonzero(mask)
+        pick = lambda xs: [xs[i] for i in idx]  # noqa: E731
+        arr = {k: getattr(self, k)[idx] for k in ("answerable", "has_answer", "pred_relevant", "pred_start", "pred_end", "iou", "ra_iou")}
+        return ItemTable(
+            ids=pick(self.ids), task_type=pick(self.task_type), kind=pick(self.kind),
+            difficulty=pick(self.difficulty), categories=pick(self.categories),
+            rewards={k: v[idx] for k, v in self.rewards.items()}, **arr,
+        )
+
+
+def item_table(records: Sequence[RiqRecord], completions: Sequence) -> ItemTable:
+    """Parse every completion once and compute IoU, RA-IoU and all rewards."""
+    if len(records) != len(completions):
+        raise ValueError(f"{len(records)} records but {len(completions)} completions")
+    parsed = [parse_completion(c) for c in completions]
+    answerable = np.array([r.task_type == "answerable" for r in records], dtype=bool)
+    has_answer = np.array([p.answer is not None for p in parsed], dtype=bool)
+    ps, pe = rewards.span_arrays(parsed)
+    pred_relevant = ~np.isnan(ps)
+    gt = np.array([r.span or (0.0, 0.0) for r in records], dtype=float).reshape(-1, 2)
+    duration = np.array([r.duration for r in records], dtype=float)
+    iou, _, _ = rewards.clipped_iou(ps, pe, gt[:, 0], gt[:, 1], duration)
+    iou = np.where(answerable, iou, 0.0)
+    correct_refusal = ~answerable & has_answer & ~pred_relevant
+    ra_iou = np.where(answerable & pred_relevant, iou, np.where(correct_refusal, 1.0, 0.0))
+    return ItemTable(
+        ids=[r.id for r in records],
+        task_type=[r.task_type for r in records],
+        kind=[r.kind for r in records],
+        difficulty=[r.difficulty for r in records],
+        categories=[list(r.categories) for r in records],
+        answerable=answerable, has_answer=has_answer, pred_relevant=pred_relevant,
+        pred_start=ps, pred_end=pe, iou=iou, ra_iou=ra_iou,
+        rewards=rewards.reward_arrays(records, parsed),
+    )
+
+
+# --------------------------------------------------------------------------- metrics
+def _mean(x: np.ndarray) -> float:
+    return float(x.mean()) if x.size else 0.0
+
+
+def _ratio(num: int, den: int) -> float:
+    return num / den if den else 0.0
+
+
+def _prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
+    p, r = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
+    return p, r, _ratio(2 * p * r, p + r)
+
+
+def relevance(t: ItemTable, **_) -> dict[str, float]:
+    """Relevant/irrelevant classification. No predictions -> precision 0; no support ->
+    recall 0; P + R = 0 -> F1 0; f1_macro averages the classes that have support."""
+    out: dict[str, float] = {}
+    f1s = []
+    for name, gold, pred in (
+        ("relevant", t.answerable, t.pred_relevant),
+        ("irrelevant", ~t.answerable, t.pred_irrelevant),
+    ):
+        tp, fp, fn = int((gold & pred).sum()), int((~gold & pred).sum()), int((gold & ~pred).sum())
+        p, r, f1 = _prf(tp, fp, fn)
+        out |= {f"precision_{name}": p, f"recall_{name}": r, f"f1_{name}": f1}
+        if gold.any():
+            f1s.append(f1)
+    correct = (t.answerable & t.pred_relevant) | (~t.answerable & t.pred_irrelevant)
+    out["accuracy"] = _mean(correct.astype(float))
+    out["f1_macro"] = float(np.mean(f1s)) if f1s else 0.0
+    return out
+
+
+def _recall_at(x: np.ndarray, thresholds: Sequence[float]) -> dict[str, float]:
+    return {f"r@{k:g}": _mean((x >= k).astype(float)) for k in thresholds}
+
+
+def ra_iou(t: ItemTable, thresholds: Sequence[float] = THRESHOLDS, **_) -> dict[str, float]:
+    """RA-IoU over ALL items: 0 if misclassified, 1 for a correct refusal, else the IoU."""
+    return {"mean": _mean(t.ra_iou), **_recall_at(t.ra_iou, thresholds)}
+
+
+def grounding(t: ItemTable, thresholds: Sequence[float] = THRESHOLDS, **_) -> dict[str, float]:
+    """mIoU and R@k over answerable items only (no span = IoU 0)."""
+    iou = t.iou[t.answerable]
+    return {"miou": _mean(iou), **_recall_at(iou, thresholds)}
+
+
+def reward(t: ItemTable, weights: Mapping[str, float] | None = None, **_) -> dict[str, float]:
+    """Mean of each reward and their weighted sum (weights: train.reward_weights)."""
+    means = {name: _mean(v) for name, v in t.rewards.items()}
+    return {**means, "total": float(sum(w * means[name] for name, w in (weights or {}).items()))}
+
+
+METRICS: dict[str, Callable[..., float | dict[str, float]]] = {
+    "n_items": lambda t, **_: len(t),
+    "n_answerable": lambda t, **_: int(t.answerable.sum()),
+    "n_refusable": lambda t, **_: int((~t.answerable).sum()),
+    "format_rate": lambda t, **_: _mean(t.rewards["format"]),
+    "reward": reward,
+    "relevance": relevance,
+    "ra_iou": ra_iou,
+    "grounding": grounding,
+}
+
+
+def group_key(name: str | None) -> str:
+    """A DVC-friendly key: no '/' or '.' (DVC joins nested keys with '.'); None -> 'none'."""
+    return "none" if name is None else name.replace("/", "_").replace(".", "_")
+
+
+def block(t: ItemTable, weights: Mapping[str, float], thresholds: Sequence[float]) -> dict:
+    return {name: fn(t, weights=weights, thresholds=thresholds) for name, fn in METRICS.items()}
+
+
+def metrics_from_table(
+    t: ItemTable, reward_weights: Mapping[str, float], thresholds: Sequence[float] = THRESHOLDS
+) -> dict:
+    rewards.check_weights(reward_weights)
+    out = block(t, reward_weights, thresholds)
+    for by, labels in (("difficulty", t.difficulty), ("kind", t.kind)):
+        groups = sorted({group_key(x) for x in labels})
+        keys = np.array([group_key(x) for x in labels])
+        out[f"by_{by}"] = {g: block(t.subset(keys == g), reward_weights, thresholds) for g in groups}
+    cats = sorted({c for cs in t.categories for c in cs})
+    out["by_category"] = {
+        group_key(c): block(t.subset(np.array([c in cs for cs in t.categories], dtype=bool)), reward_weights, thresholds)
+        for c in cats
+    }
+    return out
+
+
+def compute_metrics(
+    records: Sequence[RiqRecord],
+    completions: Sequence,
+    reward_weights: Mapping[str, float],
+    thresholds: Sequence[float] = THRESHOLDS,
+) -> dict:
+    """The nested metrics block (DVC shows ``reward.total``, ``by_difficulty.hard.ra_iou.mean``...)."""
+    return metrics_from_table(item_table(records, completions), reward_weights, thresholds)
+
+
+def rows_from_table(t: ItemTable, reward_weights: Mapping[str, float] | None = None) -> list[dict]:
+    rows = []
+    for i in range(len(t)):
+        row = {
+            "id": t.ids[i],
+            "task_type": t.task_type[i],
+            "kind": t.kind[i],
+            "difficulty": t.difficulty[i],
+            "categories": t.categories[i],
+            "has_answer": bool(t.has_answer[i]),
+            "relevant_pred": bool(t.pred_relevant[i]),
+            "pred_start": None if np.isnan(t.pred_start[i]) else float(t.pred_start[i]),
+            "pred_end": None if np.isnan(t.pred_end[i]) else float(t.pred_end[i]),
+            "iou": float(t.iou[i]),
+            "ra_iou": float(t.ra_iou[i]),
+            **{name: float(v[i]) for name, v in t.rewards.items()},
+        }
+        if reward_weights is not None:
+            row["total"] = rewards.total({n: row[n] for n in t.rewards}, reward_weights)
+        rows.append(row)
+    return rows
+
+
+def per_item(records: Sequence[RiqRecord], completions: Sequence, reward_weights: Mapping[str, float] | None = None) -> list[dict]:
+    """One row per item for tables (id, task_type, difficulty, categories, relevant_pred, iou, ra_iou, rewards)."""
+    return rows_from_table(item_table(records, completions), reward_weights)
+
+
+# --------------------------------------------------------------------------- files
+def read_riq(path: str | Path) -> list[RiqRecord]:
+    """RIQ records from JSON Lines; a bad record fails naming file, line, id and field."""
+    path = Path(path)
+    out = []
+    for lineno, obj in read_jsonl(path):
+        try:
+            out.append(RiqRecord.model_validate(obj))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            key = ".".join(str(p) for p in err["loc"]) or "<record>"
+            raise InputError(f"{path}:{lineno}: record {obj.get('id', '?')!r}: {key}: {err['msg']}") from None
+    return out
+
+
+def read_completions(path: str | Path, records: Sequence[RiqRecord], *, unique: bool) -> tuple[list[RiqRecord], list[str], list[str]]:
+    """Match ``{"id", "completion"}`` lines to records; returns (records, ids, completions) in file order.
+
+    Unknown ids and missing ``completion`` fail with file, line and id; with ``unique``
+    a repeated id fails too (a prediction set has one answer per record).
+    """
+    path = Path(path)
+    by_id = {r.id: r for r in records}
+    seen: dict[str, int] = {}
+    recs, ids, comps = [], [], []
+    for lineno, obj in read_jsonl(path):
+        rid = obj.get("id")
+        if not isinstance(rid, str):
+            raise InputError(f"{path}:{lineno}: field 'id' missing or not a string")
+        if rid not in by_id:
+            raise InputError(f"{path}:{lineno}: id {rid!r}: not in the records")
+        comp = obj.get("completion")
+        if not isinstance(comp, (str, list)):
+            raise InputError(f"{path}:{lineno}: id {rid!r}: field 'completion' missing or not a string/messages")
+        if unique and rid in seen:
+            raise InputError(f"{path}:{lineno}: id {rid!r}: repeated (first on line {seen[rid]})")
+        seen.setdefault(rid, lineno)
+        recs.append(by_id[rid])
+        ids.append(rid)
+        comps.append(comp)
+    return recs, ids, comps
+
+
+def missing_predictions(records_path: str | Path, predictions_path: str | Path, records: Sequence[RiqRecord], ids: Sequence[str]) -> None:
+    """Fail on the first record that has no prediction (naming both files, the record's position and id)."""
+    have = set(ids)
+    for n, r in enumerate(records, 1):
+        if r.id not in have:
+            raise InputError(f"{predictions_path}: no prediction for id {r.id!r} ({records_path} record #{n})")
