@@ -14,6 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 Color = Literal["red", "green", "blue", "yellow", "white", "orange", "purple", "cyan"]
 Shape = Literal["square", "wide bar", "tall bar"]
 Size = Literal["small", "large"]
+Region = Literal[
+    "whole frame", "left", "right", "top", "bottom", "top left", "top right", "bottom left", "bottom right",
+]
 Action = Literal[
     "appears", "disappears", "moves left", "moves right", "moves up", "moves down", "grows", "shrinks", "blinks",
 ]
@@ -28,6 +31,7 @@ class ShapeObject(_Strict):
     color: Color = Field(description="Fill colour.")
     shape: Shape = Field(description="Box proportions.")
     size: Size = Field(description="Size class at first appearance.")
+    region: Region | None = Field(None, description="Part of the frame the object stays in for the whole video (None: not recorded).")
 
 
 class Event(_Strict):
