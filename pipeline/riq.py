@@ -41,7 +41,9 @@ Category = Literal[
 TaskType = Literal["answerable", "refusable"]
 Difficulty = Literal["original", "easy", "medium", "hard"]
 Kind = Literal["answerable", "hard_irrelevant", "shuffled"]
-Edit = Literal["colour", "size", "shape", "direction", "action", "order", "count"]
+# colour..count: synthetic edits; object/attribute: edits of a real query's noun/adjective
+# (pipeline.generators, where a word is not known to be a colour or a shape).
+Edit = Literal["colour", "size", "shape", "direction", "action", "order", "count", "object", "attribute"]
 # Which category a fact edit probes (documented in docs/RIQ.md); one edit, one category.
 EDIT_CATEGORY: dict[str, str] = {
     "colour": "Attribute/AttributeValue",
@@ -51,6 +53,8 @@ EDIT_CATEGORY: dict[str, str] = {
     "action": "Action/FineGrainedAction",
     "order": "Action/ActionSequence",
     "count": "Attribute/Counting",
+    "object": "Object/ObjectExistence",
+    "attribute": "Attribute/AttributeValue",
 }
 DIFFICULTY_EDITS: dict[str, int] = {"hard": 1, "medium": 2, "easy": 3}
 NO_SPAN = (-1.0, -1.0)

@@ -446,8 +446,17 @@ def _split_stats(records: list[dict]) -> dict:
     return {k: dict(sorted(v.items())) for k, v in out.items()}
 
 
-def build_riq(params: RiqParams, annotations: str | Path, frames_dir: str | Path, out_dir: str | Path, stats_path: str | Path) -> dict:
-    """Write {out_dir}/train.jsonl, test.jsonl, quarantine.jsonl and the stats file; return the stats."""
+def build_riq(
+    params: RiqParams, annotations: str | Path, frames_dir: str | Path, out_dir: str | Path, stats_path: str | Path,
+    imports: str | Path | None = None,
+) -> dict:
+    """Write {out_dir}/train.jsonl, test.jsonl, quarantine.jsonl and the stats file; return the stats.
+
+    With ``riq.source`` other than 'synthetic' the records come from ``imports/riq.import_file``
+    (pipeline.importers) instead of the event logs.
+    """
+    if params.source != "synthetic":
+        return build_imported(params, imports, frames_dir, out_dir, stats_path)
     annotations, out_dir = Path(annotations), Path(out_dir)
     # Every key present from the start, so `dvc metrics diff` compares like with like.
     stats: dict = {
@@ -519,6 +528,74 @@ def build_riq(params: RiqParams, annotations: str | Path, frames_dir: str | Path
         "quarantined": dict(sorted(stats["quarantined"].items())),
         "rejected": dict(stats["rejected"]),
         "gave_up": dict(stats["gave_up"]),
+    }
+    write_json(stats_path, report)
+    return report
+
+
+# --------------------------------------------------------------------------- imported sets
+def build_imported(params: RiqParams, imports: str | Path | None, frames_dir: str | Path, out_dir: str | Path, stats_path: str | Path) -> dict:
+    """build_riq for an imported annotation set: import, join with the frame cache, generate
+    refusable queries for answerable items that have none (riq.generators), split by video."""
+    from pipeline.importers import import_annotations
+    from pipeline.io import InputError
+
+    if imports is None or not params.import_file:
+        raise InputError(f"params.yaml: riq.import_file: required when riq.source is {params.source!r} (a file name inside data/import/)")
+    path = Path(imports) / params.import_file
+    result = import_annotations(params.source, path, frames_dir, source=params.source)
+    quarantine = list(result.quarantine)
+    records = result.records
+    with_refusal = {(r["video"], r["refusable_queries"][0]["problem"]) for r in records if r["task_type"] == "refusable"}
+    needy = [r for r in records if r["task_type"] == "answerable" and (r["video"], r["problem"]) not in with_refusal]
+    generation: dict = {}
+    n_failed = 0
+    if needy and any(v > 0 for v in params.generators.values()):
+        from pipeline.generators import Vocabulary, generate_refusables
+        from pipeline.llm_client import LLMClient
+
+        gens = {k: v for k, v in params.generators.items() if v > 0}
+        gen = generate_refusables(
+            needy, result.captions, gens, difficulty_weights=params.perturb_difficulty, max_similarity=params.max_similarity,
+            seed=params.seed, llm=LLMClient.from_env() if "llm" in gens else None,
+            vocab=Vocabulary.from_texts([c for cs in result.captions.values() for c in cs]),
+        )
+        quarantine += gen.failures
+        generation, n_failed = gen.stats, len(gen.failures)
+        first = {}
+        for g in gen.records:
+            first.setdefault(g["refusable_queries"][0]["problem"] + "\0" + g["video"], g["explanation"])
+        # An answerable query's contrast answer is the refusal generated from it, when there is one.
+        records = [
+            {**r, "contrast_answer": first.get(r["problem"] + "\0" + r["video"], r["contrast_answer"])} if r["task_type"] == "answerable" else r
+            for r in records
+        ]
+        for g in gen.records:
+            errors = record_errors(g)
+            if errors:
+                quarantine.append({"id": g["id"], "reason": f"generated: record {g['id']}: {errors[0]}", "record": g})
+            else:
+                records.append(g)
+    train_ids, test_ids = split_videos(sorted({r["video"] for r in records}), params.test_fraction, params.seed)
+    rows = {
+        split: [RiqRecord.model_validate(r).model_dump(mode="json") for r in records if (r["video"] in test_ids) == (split == "test")]
+        for split in ("train", "test")
+    }
+    out_dir = Path(out_dir)
+    write_jsonl(out_dir / "train.jsonl", rows["train"])
+    write_jsonl(out_dir / "test.jsonl", rows["test"])
+    write_jsonl(out_dir / "quarantine.jsonl", quarantine)
+    reasons = Counter(result.report["quarantined_by_reason"])
+    reasons["llm_failed"] = n_failed
+    report = {
+        "videos": {"in": len({d["video"] for d in records} | {q["record"].get("video") for q in result.quarantine if isinstance(q["record"], dict)}),
+                   "train": len(train_ids), "test": len(test_ids)},
+        "records": {"read": result.report["queries_read"], "generated": sum(generation.get("generated", {}).values()),
+                    "train": len(rows["train"]), "test": len(rows["test"]), "quarantined": len(quarantine)},
+        "splits": {split: _split_stats(rows[split]) for split in ("train", "test")},
+        "quarantined": dict(sorted(reasons.items())),
+        "import": result.report,
+        "generation": generation,
     }
     write_json(stats_path, report)
     return report

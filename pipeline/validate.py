@@ -92,3 +92,42 @@ def validate_file(path: str | Path, frames_dir: str | Path | None = None) -> dic
             counts[f"{obj['task_type']}/{obj['kind']}"] += 1
     report["counts"] = dict(sorted(counts.items()))
     return report
+
+
+def dataset_card(path: str | Path, quarantine: str | Path | None = None) -> dict:
+    """Counts of a RIQ file (task type, kind, difficulty, category, source), query length in
+    words, duplicate queries (same video, same words), and quarantine reasons when given."""
+    import statistics
+
+    records = [obj for _, obj in _rows(Path(path))]
+    lengths: dict[str, list[int]] = {}
+    dupes, seen = 0, set()
+    counts = {k: Counter() for k in ("task_type", "kind", "difficulty", "category", "source")}
+    for r in records:
+        counts["task_type"][r.get("task_type")] += 1
+        counts["kind"][r.get("kind")] += 1
+        counts["difficulty"][r.get("difficulty") or "none"] += 1
+        counts["source"][r.get("source")] += 1
+        for c in r.get("categories") or []:
+            counts["category"][c] += 1
+        lengths.setdefault(r.get("task_type"), []).append(len(str(r.get("problem", "")).split()))
+        key = (r.get("video"), " ".join(re.findall(r"\w+", str(r.get("problem", "")).casefold())))
+        dupes += key in seen
+        seen.add(key)
+    card = {
+        "file": str(path), "records": len(records), "videos": len({r.get("video") for r in records}),
+        **{k: dict(sorted(v.items(), key=lambda kv: str(kv[0]))) for k, v in counts.items()},
+        "query_words": {
+            t: {"mean": round(statistics.fmean(v), 2), "median": statistics.median(v), "max": max(v)} for t, v in sorted(lengths.items())
+        },
+        "duplicate_queries": dupes,
+    }
+    if quarantine is not None:
+        reasons = Counter()
+        for _, q in read_jsonl(quarantine):
+            reason = str(q.get("reason", ""))
+            # Reasons read "file: record id: field: message"; the field names the kind of problem.
+            parts = [p.strip() for p in reason.split(": ")]
+            reasons[parts[2] if len(parts) > 3 and parts[1].startswith("record") else parts[0].split(" (")[0][:60]] += 1
+        card["quarantined"] = {"records": sum(reasons.values()), "by_field": dict(reasons.most_common())}
+    return card

@@ -15,9 +15,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--frames", required=True, help="frame cache folder (<video_id>.npz)")
     parser.add_argument("--out", required=True, help="output folder for train/test/quarantine JSONL")
     parser.add_argument("--stats", required=True, help="stats JSON (DVC metric)")
+    parser.add_argument("--imports", default=None, help="folder of imported annotation files (riq.import_file is read from it when riq.source is not 'synthetic')")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
-    stats = build_riq(load_params(args.params).riq, args.annotations, args.frames, args.out, args.stats)
+    stats = build_riq(load_params(args.params).riq, args.annotations, args.frames, args.out, args.stats, imports=args.imports)
     print(json.dumps({"videos": stats["videos"], "records": stats["records"], "quarantined": stats["quarantined"]}))
 
 
