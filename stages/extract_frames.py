@@ -1,0 +1,31 @@
+"""Stage extract_frames: one frames file per video in data/frames/, unreadable videos in a failures manifest."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from pipeline.frames import extract_dir
+from pipeline.io import InputError
+from pipeline.params import load_params
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--videos", type=Path, required=True, help="Folder of source videos (data/raw/videos).")
+    parser.add_argument("--out", type=Path, required=True, help="Folder for <video_id>.npz frames files (data/frames).")
+    parser.add_argument("--failures", type=Path, required=True, help="JSONL manifest of videos that could not be read.")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="Params file (section 'frames').")
+    args = parser.parse_args(argv)
+    try:
+        summary = extract_dir(args.videos, args.out, load_params(args.params).frames, failures_path=args.failures)
+    except InputError as exc:
+        sys.exit(f"error: {exc}")
+    summary.pop("videos")
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
