@@ -1,55 +1,78 @@
-"""Stage download: fill the raw data folder from a *source*.
+"""Stage download: fill the raw data folder from one or more *sources*.
 
 Layout written under ``out_dir``::
 
-    videos/<video_id>.mp4   the videos
+    videos/<video_id><ext>  the videos (.mp4 for synthetic; as published for the others)
     annotations.jsonl       one pipeline.events.VideoLog per line, sorted by video id
-                            (empty for a source without event logs)
-    manifest.json           counts, bytes, failures, params, tool (e.g. encoder version)
+                            (empty for sources without event logs)
+    manifest.json           counts, bytes, per-video file/source/bytes, other files, failures, params, tools
+    failures.jsonl          one {"id", "source", "error", "status"} per item not written (gone, 404, bad checksum...)
+    <other files>           what the http source's manifests put elsewhere (annotations/, archives/...)
 
-A source is a callable ``(params: DownloadParams, out_dir: Path, workers: int)
--> SourceResult`` registered in ``SOURCES``; only ``synthetic`` exists for now
-(http, youtube and local sources plug in the same way). The manifest holds
-nothing that varies between runs (no timings), so it is a stable DVC output;
-the wall time is in the returned summary only.
+A source is a callable ``(params: DownloadParams, out_dir: Path, progress: bool)
+-> SourceResult`` registered in ``SOURCES`` (synthetic; http, youtube, local in
+``pipeline.sources``). Sources skip what is already present and verified, so the
+DVC output is ``persist: true`` and a re-run after a change or a kill fetches
+only what is missing; the run then removes videos that no source listed, so
+nothing stale survives. The manifest holds nothing that varies between runs
+(no timings, no skip counts): a killed-and-resumed run writes the same bytes
+as an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.events import VideoLog
 from pipeline.io import InputError, write_json, write_jsonl
 from pipeline.params import DownloadParams, parse_params
+from pipeline.sources import PARTIAL_DIR, SourceResult
 
 
 class DownloadError(RuntimeError):
-    """The source wrote nothing at all (the failures are in manifest.json)."""
+    """The run wrote nothing at all, or more items failed than download.max_failures (details in manifest.json)."""
+
+    def __init__(self, message: str, summary: dict | None = None):
+        super().__init__(message)
+        self.summary = summary
 
 
-@dataclass
-class SourceResult:
-    videos: list[str] = field(default_factory=list)  # ids written to videos/
-    annotations: list[VideoLog] = field(default_factory=list)
-    failures: list[dict] = field(default_factory=list)  # {"id", "error"}: not written, with the reason
-    tool: str = ""  # provenance of the bytes (e.g. the encoder's version line)
-
-
-def _synthetic(params: DownloadParams, out_dir: Path, workers: int) -> SourceResult:
+def _synthetic(params: DownloadParams, out_dir: Path, progress: bool = True) -> SourceResult:
     from pipeline.synthetic import encoder_exe, render_dataset
 
-    logs, failures = render_dataset(params.synthetic, out_dir, workers)
-    return SourceResult([log.video_id for log in logs], logs, failures, tool=ffmpeg_version(encoder_exe()))
+    logs, failures = render_dataset(params.synthetic, out_dir, params.workers)
+    return SourceResult(
+        videos={log.video_id: f"{log.video_id}.mp4" for log in logs}, annotations=logs,
+        failures=[{**f, "status": None} for f in failures], tool=ffmpeg_version(encoder_exe()), downloaded=len(logs),
+        fetched_bytes=sum((out_dir / "videos" / f"{log.video_id}.mp4").stat().st_size for log in logs),
+    )
 
 
-Source = Callable[[DownloadParams, Path, int], SourceResult]
-SOURCES: dict[str, Source] = {"synthetic": _synthetic}
+def _http(params: DownloadParams, out_dir: Path, progress: bool = True) -> SourceResult:
+    from pipeline.sources.http_files import http_source
+
+    return http_source(params, out_dir, progress)
+
+
+def _youtube(params: DownloadParams, out_dir: Path, progress: bool = True) -> SourceResult:
+    from pipeline.sources.youtube import youtube_source
+
+    return youtube_source(params, out_dir, progress)
+
+
+def _local(params: DownloadParams, out_dir: Path, progress: bool = True) -> SourceResult:
+    from pipeline.sources.local_folder import local_source
+
+    return local_source(params, out_dir, progress)
+
+
+Source = Callable[[DownloadParams, Path, bool], SourceResult]
+SOURCES: dict[str, Source] = {"synthetic": _synthetic, "http": _http, "youtube": _youtube, "local": _local}
 
 
 @functools.cache
@@ -59,54 +82,107 @@ def ffmpeg_version(exe: str) -> str:
 
 
 def with_overrides(params: DownloadParams, origin: str = "command line", **overrides) -> DownloadParams:
-    """``params`` with ``workers``/``source`` or any SyntheticParams field replaced (None = keep), re-validated."""
+    """``params`` with fields replaced (None = keep), re-validated.
+
+    Keys: a DownloadParams field (``sources``; ``source`` is an alias taking
+    "a,b"), a SyntheticParams field, or ``section.field`` (e.g. ``local.folder``).
+    """
     data = params.model_dump()
     for key, value in overrides.items():
         if value is None:
             continue
-        if key in DownloadParams.model_fields:
+        key = "sources" if key == "source" else key
+        section, _, name = key.rpartition(".")
+        if section:
+            data[section][name] = value
+        elif key in DownloadParams.model_fields:
             data[key] = value
         else:
             data["synthetic"][key] = value
     return parse_params({"download": data}, origin).download
 
 
-def run_download(params: DownloadParams, out_dir: str | os.PathLike) -> dict:
-    """Fill ``out_dir`` from ``params.source``; return the summary (also the basis of manifest.json)."""
-    if params.source not in SOURCES:
-        raise InputError(f"download.source: unknown source {params.source!r} (known: {', '.join(sorted(SOURCES))})")
+def _prune(videos: Path, keep: set[str]) -> None:
+    """Remove what no source listed this run (videos of an earlier config, temp files of a killed one)."""
+    if videos.is_dir():
+        for path in videos.iterdir():
+            if path.name not in keep and (path.is_file() or path.is_symlink()):
+                path.unlink()
+
+
+def run_download(params: DownloadParams, out_dir: str | os.PathLike, progress: bool = True) -> dict:
+    """Fill ``out_dir`` from ``params.sources``; return the summary (see print_summary)."""
+    unknown = [s for s in params.sources if s not in SOURCES]
+    if unknown:
+        raise InputError(f"download.sources: unknown source {unknown[0]!r} (known: {', '.join(sorted(SOURCES))})")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "videos").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    result = SOURCES[params.source](params, out_dir, params.workers)
-    write_jsonl(out_dir / "annotations.jsonl", sorted(result.annotations, key=lambda log: log.video_id))
-    sizes = {vid: (out_dir / "videos" / f"{vid}.mp4").stat().st_size for vid in sorted(result.videos)}
+    videos: dict[str, dict] = {}  # id -> {"file", "source", "bytes"}
+    failures: list[dict] = []
+    annotations, files, tools, rows = [], [], {}, []
+    for name in params.sources:
+        result = SOURCES[name](params, out_dir, progress)
+        for vid, file in sorted(result.videos.items()):
+            if vid in videos:
+                failures.append({"id": vid, "source": name, "status": "duplicate",
+                                 "error": f"{vid}: duplicate video id (also from source {videos[vid]['source']}, which is kept)"})
+                continue
+            videos[vid] = {"file": file, "source": name, "bytes": (out_dir / "videos" / file).stat().st_size}
+        failures += [{"source": name, **f} for f in result.failures]
+        annotations += result.annotations
+        files += result.files
+        tools[name] = result.tool
+        rows.append({"source": name, "downloaded": result.downloaded, "skipped": result.skipped,
+                     "failed": len(result.failures), "bytes": result.fetched_bytes})
+    _prune(out_dir / "videos", {v["file"] for v in videos.values()})
+    shutil.rmtree(out_dir / PARTIAL_DIR, ignore_errors=True)  # every item is now done or failed
+    failures.sort(key=lambda f: (f["id"], f["source"]))
+    write_jsonl(out_dir / "annotations.jsonl", sorted(annotations, key=lambda log: log.video_id))
+    write_jsonl(out_dir / "failures.jsonl", failures)
+    total_bytes = sum(v["bytes"] for v in videos.values())
     manifest = {
-        "source": params.source,
-        "written": len(sizes),
-        "failed": len(result.failures),
-        "annotations": len(result.annotations),
-        "bytes": sum(sizes.values()),
-        "failures": sorted(result.failures, key=lambda f: f["id"]),
+        "sources": list(params.sources),
+        "written": len(videos),
+        "failed": len(failures),
+        "annotations": len(annotations),
+        "bytes": total_bytes,
+        "videos": dict(sorted(videos.items())),
+        "files": sorted(files, key=lambda f: f["path"]),
+        "failures": failures,
         "params": params.model_dump(mode="json"),
-        "tool": result.tool,
+        "tool": "; ".join(f"{k}: {v}" for k, v in tools.items()),
     }
     write_json(out_dir / "manifest.json", manifest)
-    if result.failures and not sizes:
-        first = result.failures[0]
-        raise DownloadError(f"{out_dir}: no video written; first failure {first['id']}: {first['error']}")
-    return {
-        "source": params.source, "out_dir": str(out_dir), "written": len(sizes), "failed": len(result.failures),
-        "bytes": manifest["bytes"], "seconds": round(time.perf_counter() - t0, 2),
+    summary = {
+        "source": ",".join(params.sources), "out_dir": str(out_dir), "written": len(videos), "failed": len(failures),
+        "downloaded": sum(r["downloaded"] for r in rows), "skipped": sum(r["skipped"] for r in rows),
+        "bytes": total_bytes, "seconds": round(time.perf_counter() - t0, 2), "rows": rows,
     }
+    if failures and not videos:
+        first = failures[0]
+        raise DownloadError(f"{out_dir}: no video written; first failure {first['id']}: {first['error']}", summary)
+    if 0 <= params.max_failures < len(failures):
+        first = failures[0]
+        raise DownloadError(
+            f"{out_dir}: {len(failures)} item(s) failed, more than download.max_failures={params.max_failures} "
+            f"({len(videos)} videos written; see failures.jsonl); first failure {first['id']}: {first['error']}",
+            summary,
+        )
+    return summary
 
 
 def print_summary(summary: dict) -> None:
+    """One row per source (downloaded, skipped, failed, bytes fetched) and the total."""
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"download ({summary['source']}) -> {summary['out_dir']}")
-    for col in ("written", "failed", "bytes", "seconds"):
+    for col in ("source", "downloaded", "skipped", "failed", "bytes"):
         table.add_column(col, justify="right")
-    table.add_row(*(str(summary[c]) for c in ("written", "failed", "bytes", "seconds")))
-    Console().print(table)
+    for row in summary.get("rows", []):
+        table.add_row(*(str(row[c]) for c in ("source", "downloaded", "skipped", "failed", "bytes")))
+    table.add_row("total", str(summary["downloaded"]), str(summary["skipped"]), str(summary["failed"]),
+                  str(summary["bytes"]), style="bold")
+    Console(stderr=False).print(table)
+    Console().print(f"written {summary['written']} videos, {summary['failed']} failed, {summary['seconds']} s")

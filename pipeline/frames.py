@@ -215,6 +215,16 @@ _SHOWINFO = re.compile(r"\bn:\s*(\d+)\s+pts:\s*(-?\d+)\s+pts_time:\s*(-?[\d.e+-]
 _TIME_BASE = re.compile(r"config in time_base:\s*(\d+)/(\d+)")
 
 
+def select_expr(indices, group: int = 32) -> str:
+    """``select`` expression keeping exactly these frame numbers.
+
+    ffmpeg 5.1 fails to parse a flat sum of more than ~100 ``eq`` terms, so the
+    terms are summed in parenthesised groups.
+    """
+    terms = [f"eq(n,{i})" for i in indices]
+    return "+".join("(" + "+".join(terms[k : k + group]) + ")" for k in range(0, len(terms), group))
+
+
 def ffmpeg_command(
     path: str | Path, indices: Sequence[int], height: int, width: int, threads: int = 0, showinfo: bool = False
 ) -> list[str]:
@@ -225,7 +235,7 @@ def ffmpeg_command(
     """
     import ffmpeg
 
-    expr = "+".join(f"eq(n,{i})" for i in indices)
+    expr = select_expr(indices)
     src = ffmpeg.input(str(path), threads=threads) if threads else ffmpeg.input(str(path))
     video = (
         src["v:0"]

@@ -1,4 +1,4 @@
-"""Stage download: fill data/raw/ (videos/, annotations.jsonl, manifest.json) from the source in params.yaml."""
+"""Stage download: fill data/raw/ (videos/, annotations.jsonl, manifest.json, failures.jsonl) from the sources in params.yaml."""
 
 from __future__ import annotations
 
@@ -18,7 +18,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         summary = run_download(load_params(args.params).download, args.out)
-    except (InputError, DownloadError) as exc:
+    except InputError as exc:
+        sys.exit(f"error: {exc}")
+    except DownloadError as exc:
+        if exc.summary:
+            print_summary(exc.summary)
         sys.exit(f"error: {exc}")
     print_summary(summary)
 

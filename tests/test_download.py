@@ -219,7 +219,7 @@ def test_overrides_are_validated():
     assert with_overrides(tiny(), n_videos=7, seed=None).synthetic.n_videos == 7
     with pytest.raises(InputError, match=r"^command line: download.synthetic.n_videos:"):
         with_overrides(tiny(), n_videos=0)
-    assert set(SOURCES) == {"synthetic"}
+    assert set(SOURCES) == {"synthetic", "http", "youtube", "local"}
 
 
 def test_cli_download(tmp_path):

@@ -281,3 +281,12 @@ def test_params_file_bad_value_names_the_key(tmp_path):
     bad.write_text("frames:\n  min_pixels: 10000\n  max_pixels: 5000\n")
     with pytest.raises(InputError, match=r"^.*params.yaml: frames: .*min_pixels must be <= max_pixels"):
         load_params(bad)
+
+
+def test_long_selection_keeps_every_planned_frame(tmp_path):
+    # 768 kept frames (the max_frames cap): a flat sum of eq() terms this long
+    # does not parse in ffmpeg 5.1, so the select expression must be grouped.
+    src = _make(tmp_path / "long.mp4", "testsrc=size=64x48:rate=25", ["-t", "40"])
+    vf = F.extract_video(src, FramesParams(fps=20.0))
+    assert vf.frames.shape[0] == 768
+    assert vf.meta["frame_indices"][-1] == 999
