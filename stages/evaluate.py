@@ -1,0 +1,29 @@
+"""Stage evaluate: base and trained model on the test split -> predictions, items, plots, report, metrics.json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+from pipeline.evaluate import evaluate
+from pipeline.params import load_params
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--base", required=True, help="base model folder (save_pretrained)")
+    parser.add_argument("--trained", required=True, help="trained model folder (save_pretrained)")
+    parser.add_argument("--riq", required=True, help="test split (RIQ JSON Lines with frames_path)")
+    parser.add_argument("--out", required=True, help="output folder (predictions, items.csv, plots/, report.md)")
+    parser.add_argument("--metrics", required=True, help="metrics JSON (DVC metric)")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    result = evaluate(args.base, args.trained, args.riq, args.out, args.metrics, load_params(args.params))
+    print(json.dumps({m: {"n_items": r["n_items"], "ra_iou.mean": round(r["ra_iou"]["mean"], 4),
+                          "relevance.accuracy": round(r["relevance"]["accuracy"], 4)} for m, r in result.items()}))
+
+
+if __name__ == "__main__":
+    main()
