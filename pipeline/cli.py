@@ -70,6 +70,8 @@ def extract_cmd(
     max_frames: int = typer.Option(None, help="Override frames.max_frames."),
     workers: int = typer.Option(None, help="Override frames.workers (0 = one per CPU core)."),
     failures: str = typer.Option(None, help="Also write unreadable videos to this JSONL manifest."),
+    force: bool = typer.Option(False, "--force", help="Re-extract every video, ignoring frames files already up to date."),
+    prune: bool = typer.Option(False, "--prune", help="Delete frames files in --out whose video is not among the inputs."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object per video on stdout."),
 ) -> None:
     """Sample and resize frames as Qwen2.5-VL would (same code as the extract_frames stage).
@@ -88,7 +90,7 @@ def extract_cmd(
             base, fps=fps, total_pixels=total_pixels, min_pixels=min_pixels, max_pixels=max_pixels,
             min_frames=min_frames, max_frames=max_frames, workers=workers,
         )
-        summary = extract_dir(videos, out, frames_params, failures_path=failures)
+        summary = extract_dir(videos, out, frames_params, failures_path=failures, force=force, prune=prune)
     except InputError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -97,9 +99,9 @@ def extract_cmd(
             typer.echo(json.dumps(row))
     else:
         typer.echo(
-            f"{summary['processed']} of {summary['inputs']} videos -> {summary['out_dir']} "
-            f"({summary['frames']} frames, {summary['bytes'] / 1e6:.1f} MB, {summary['seconds']:.1f} s); "
-            f"{summary['failed']} failed"
+            f"{summary['processed']} extracted, {summary['skipped']} up to date, {summary['failed']} failed "
+            f"of {summary['inputs']} videos -> {summary['out_dir']} ({summary['frames']} frames, "
+            f"{summary['bytes'] / 1e6:.1f} MB, {summary['seconds']:.1f} s); {summary['removed']} removed"
         )
         for row in summary["videos"]:
             if "error" in row:

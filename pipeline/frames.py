@@ -22,6 +22,8 @@ ffprobe/``ffmpeg -i`` and ffmpeg's ``showinfo`` reports the kept frames' times.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib.util
 import json
 import math
@@ -52,7 +54,12 @@ MAX_RATIO = 200
 # bicubic(antialias=True). Of the kernels tried, swscale's default bicubic came
 # closest to qwen-vl-utils' frames (mean abs difference ~0.1-0.2 of 255; see docs/FRAMES.md).
 RESIZE_FLAGS = {"flags": "bicubic"}
-FORMAT_VERSION = 1
+# Bump when the file layout or meta keys change. (Code changes that alter frames
+# are caught by EXTRACTOR_FILES' hash, see extractor_id.)
+FORMAT_VERSION = 2
+# The sources whose edits can change the frames written: the same files dvc.yaml lists as deps.
+EXTRACTOR_FILES = (Path(__file__), Path(__file__).with_name("ffmpeg_tools.py"))
+FINGERPRINT_CHUNK = 64 * 1024
 
 
 class VideoError(InputError):
@@ -324,12 +331,71 @@ def extract_video(
         "total_frames": info["total_frames"],
         "duration": duration,
         "frame_indices": indices,
-        "params": params.model_dump(exclude={"workers"}),
+        "params": output_params(params),
+        "extractor": extractor_id(),
+        "source": source_fingerprint(path),
     }
     return VideoFrames(frames=np.ascontiguousarray(frames), timestamps=timestamps, meta=meta)
 
 
 # --------------------------------------------------------------------------- cache files
+def output_params(params: FramesParams) -> dict:
+    """The frame params that decide the output (all but ``workers``), as stored in the meta JSON."""
+    return json.loads(json.dumps(params.model_dump(exclude={"workers"})))
+
+
+@functools.cache
+def extractor_id() -> str:
+    """Hash of the extraction code and the decoder binary's name (it carries its version).
+
+    Part of the cache key, so editing frames.py/ffmpeg_tools.py or switching decoders
+    re-extracts every video instead of silently keeping frames the new code would not write.
+    """
+    digest = hashlib.sha256()
+    for source in EXTRACTOR_FILES:
+        digest.update(source.read_bytes())
+    digest.update(Path(decoder_exe()).name.encode())
+    return digest.hexdigest()[:16]
+
+
+def source_fingerprint(path: str | Path) -> dict:
+    """Size and sha256 of the first and last 64 KiB of a video: cheap on a 10,000-video folder.
+
+    Not the mtime: ``dvc checkout``/``git clone`` rewrite it. A re-encode or a different
+    video changes the size or the container index (mp4's moov holds every sample's
+    size and sits at one end), so the ends catch it without reading the whole file.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        digest.update(fh.read(FINGERPRINT_CHUNK))
+        if size > FINGERPRINT_CHUNK:
+            fh.seek(max(FINGERPRINT_CHUNK, size - FINGERPRINT_CHUNK))
+            digest.update(fh.read(FINGERPRINT_CHUNK))
+    return {"size": size, "sha256_ends": digest.hexdigest()}
+
+
+def cached_entry(dest: str | Path, expected: dict) -> tuple[dict, np.ndarray] | None:
+    """``(meta, timestamps)`` of ``dest`` when its meta holds every ``expected`` key/value, else None.
+
+    Reads only the small ``meta`` and ``timestamps`` members (an npz is a zip, read per
+    member), never the frames, so checking a whole cache folder stays cheap.
+    """
+    try:
+        with np.load(dest, allow_pickle=False) as data:
+            if set(data.files) != {"frames", "timestamps", "meta"}:
+                return None
+            meta = json.loads(str(data["meta"][()]))
+            if not isinstance(meta, dict) or any(meta.get(k) != v for k, v in expected.items()):
+                return None
+            timestamps = data["timestamps"]
+    except Exception:  # missing, foreign or damaged file: not a cache hit, extract again
+        return None
+    if timestamps.shape != (meta.get("n_frames"),):
+        return None
+    return meta, timestamps
+
+
 def save_frames(path: str | Path, vf: VideoFrames) -> Path:
     """Write one pickle-free ``.npz`` atomically (a killed run leaves no partial file)."""
     path = Path(path)
@@ -381,8 +447,7 @@ def list_videos(inputs: str | Path | Iterable[str | Path]) -> list[Path]:
     return paths
 
 
-def _summary_row(vf: VideoFrames, out_path: Path) -> dict:
-    m = vf.meta
+def _summary_row(m: dict, timestamps: np.ndarray, out_path: Path) -> dict:
     return {
         "id": m["id"],
         "path": str(out_path),
@@ -390,7 +455,7 @@ def _summary_row(vf: VideoFrames, out_path: Path) -> dict:
         "height": m["height"],
         "width": m["width"],
         "sample_fps": m["sample_fps"],
-        "timestamps": [round(float(t), 6) for t in vf.timestamps],
+        "timestamps": [round(float(t), 6) for t in timestamps],
         "duration": m["duration"],
     }
 
@@ -402,12 +467,21 @@ def extract_dir(
     failures_path: str | Path | None = None,
     workers: int | None = None,
     progress: bool = True,
+    *,
+    force: bool = False,
+    prune: bool = False,
 ) -> dict:
     """Extract every input video into ``out_dir/<id>.npz``; unreadable ones go to the failures manifest.
 
-    Returns a summary with ``videos``: one row per input, in input order, either the
-    frames file's ``id/path/n_frames/height/width/sample_fps/timestamps/duration``
-    or ``id/path/error``.
+    Incremental: a video whose ``.npz`` already holds the same format version, output
+    params, extractor code and source fingerprint is skipped (``force`` re-extracts all).
+    A failed video is tried again on every run. ``prune`` also deletes the ``.npz`` files
+    (and hidden temps of killed runs) of videos that are no longer among the inputs, so
+    ``out_dir`` mirrors the inputs (the stage does this; a single-file CLI run must not).
+
+    Returns a summary with counts ``inputs = processed + skipped + failed`` and ``removed``,
+    and ``videos``: one row per input, in input order, either the frames file's
+    ``id/path/n_frames/height/width/sample_fps/timestamps/duration`` or ``id/path/error``.
     """
     start = time.perf_counter()
     out_dir = Path(out_dir)
@@ -417,8 +491,10 @@ def extract_dir(
     workers = max(1, min(workers or os.cpu_count() or 1, len(paths) or 1))
     # Videos already run in parallel; more decoder threads each would only oversubscribe.
     threads = 0 if workers == 1 else max(1, (os.cpu_count() or 1) // workers)
+    key = {"format_version": FORMAT_VERSION, "params": output_params(params), "extractor": extractor_id()}
 
     rows: list[dict | None] = [None] * len(paths)
+    skipped = [False] * len(paths)
     seen: dict[str, int] = {}
     jobs = []
     for i, path in enumerate(paths):
@@ -429,16 +505,20 @@ def extract_dir(
         seen[vid] = i
         jobs.append((i, vid, path))
 
-    def work(vid: str, path: Path) -> dict:
+    def work(vid: str, path: Path) -> tuple[dict, bool]:
         dest = out_dir / f"{vid}.npz"
         try:
+            if not force:
+                hit = cached_entry(dest, {**key, "id": vid, "source": source_fingerprint(path)})
+                if hit is not None:
+                    return _summary_row(*hit, dest), True
             vf = extract_video(path, params, video_id=vid, threads=threads)
             save_frames(dest, vf)
-            return _summary_row(vf, dest)
+            return _summary_row(vf.meta, vf.timestamps, dest), False
         except Exception as exc:  # one bad video must never stop the others
             dest.unlink(missing_ok=True)  # no stale frames from an earlier run of a now-broken file
             reason = str(exc) if isinstance(exc, InputError) else f"{path}: {type(exc).__name__}: {_one_line(exc)}"
-            return {"id": vid, "path": str(path), "error": " ".join(reason.split())}
+            return {"id": vid, "path": str(path), "error": " ".join(reason.split())}, False
 
     from tqdm import tqdm
 
@@ -447,21 +527,35 @@ def extract_dir(
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {pool.submit(work, vid, path): i for i, vid, path in jobs}
         for fut in as_completed(futures):
-            rows[futures[fut]] = fut.result()
+            i = futures[fut]
+            rows[i], skipped[i] = fut.result()
             bar.update(1)
     bar.close()
 
+    removed = []
+    if prune:
+        for f in sorted(out_dir.iterdir()):
+            ours = f.suffix == ".npz" and not f.name.startswith(".") and f.stem not in seen
+            killed_temp = f.name.startswith(".") and ".npz." in f.name  # atomic_path leftovers
+            if f.is_file() and (ours or killed_temp):
+                f.unlink()
+                removed += [f.name] if ours else []
+
     failed = [r for r in rows if r is not None and "error" in r]
-    done = [r for r in rows if r is not None and "error" not in r]
-    assert len(done) + len(failed) == len(paths), "a video was neither extracted nor reported"
+    done = [r for r, skip in zip(rows, skipped) if r is not None and "error" not in r and not skip]
+    kept = [r for r, skip in zip(rows, skipped) if r is not None and skip]
+    assert len(done) + len(kept) + len(failed) == len(paths), "a video was neither extracted, skipped nor reported"
     if failures_path is not None:
         write_jsonl(failures_path, failed)
+    ok = done + kept
     return {
         "inputs": len(paths),
         "processed": len(done),
+        "skipped": len(kept),
         "failed": len(failed),
-        "frames": sum(r["n_frames"] for r in done),
-        "bytes": sum(Path(r["path"]).stat().st_size for r in done),
+        "removed": len(removed),
+        "frames": sum(r["n_frames"] for r in ok),
+        "bytes": sum(Path(r["path"]).stat().st_size for r in ok),
         "seconds": round(time.perf_counter() - start, 3),
         "workers": workers,
         "out_dir": str(out_dir),

@@ -1,4 +1,7 @@
-"""Stage extract_frames: one frames file per video in data/frames/, unreadable videos in a failures manifest."""
+"""Stage extract_frames: one frames file per video in data/frames/, unreadable videos in a failures manifest.
+
+Incremental: only new or changed videos are extracted unless the frames params changed.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +23,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="Params file (section 'frames').")
     args = parser.parse_args(argv)
     try:
-        summary = extract_dir(args.videos, args.out, load_params(args.params).frames, failures_path=args.failures)
+        params = load_params(args.params).frames
+        # prune: data/frames mirrors data/raw/videos (it is a persisted DVC output, kept between runs).
+        summary = extract_dir(args.videos, args.out, params, failures_path=args.failures, prune=True)
     except InputError as exc:
         sys.exit(f"error: {exc}")
     summary.pop("videos")

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from pipeline import frames as F
 from pipeline.ffmpeg_tools import ffmpeg_exe, ffprobe_exe
@@ -266,6 +269,8 @@ def test_cli_json_one_object_per_video(videos, tmp_path):
     assert clip["sample_fps"] == pytest.approx(6 / 219 * 30)
     assert clip["duration"] == pytest.approx(7.3)
     assert F.load_frames(clip["path"]).frames.shape == (6, 224, 112, 3)
+    again = _cli("extract", str(src), "--out", str(tmp_path / "out"), "--fps", "1", "--workers", "1", "--force")
+    assert again.returncode == 1 and again.stdout.startswith("1 extracted, 0 up to date, 1 failed of 2 videos"), again.stdout
 
 
 @pytest.mark.parametrize(("args", "key"), [(["--fps", "-1"], "frames.fps"), (["--total-pixels", "0"], "frames.total_pixels")])
@@ -290,3 +295,146 @@ def test_long_selection_keeps_every_planned_frame(tmp_path):
     vf = F.extract_video(src, FramesParams(fps=20.0))
     assert vf.frames.shape[0] == 768
     assert vf.meta["frame_indices"][-1] == 999
+
+
+# --------------------------------------------------------------------------- incremental runs
+def _stamp(out: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+
+
+def _counts(summary: dict) -> tuple[int, int, int, int]:
+    return summary["processed"], summary["skipped"], summary["failed"], summary["removed"]
+
+
+def test_rerun_extracts_only_new_changed_and_failed_videos(videos, params, tmp_path):
+    src, out, failures = tmp_path / "in", tmp_path / "frames", tmp_path / "failures.jsonl"
+    src.mkdir()
+    for name in ("short_clip", "mandelbrot_24", "portrait_30fps"):
+        (src / f"{name}.mp4").write_bytes(videos[name].read_bytes())
+    (src / "broken.mp4").write_bytes(b"not a video")
+
+    def run(p=params, **kw):
+        return F.extract_dir(src, out, p, failures_path=failures, workers=2, progress=False, **kw)
+
+    first = run()
+    assert _counts(first) == (3, 0, 1, 0)
+    before = _stamp(out)
+
+    again = run()
+    assert _counts(again) == (0, 3, 1, 0)
+    assert _stamp(out) == before  # no file rewritten
+    assert again["videos"] == first["videos"]  # skipped rows are rebuilt from the cached meta
+    assert [json.loads(line)["id"] for line in failures.read_text().splitlines()] == ["broken"]  # still listed
+
+    # Same name, other content (a different clip) -> only that one; a fixed video -> extracted.
+    (src / "short_clip.mp4").write_bytes(videos["synthetic_like"].read_bytes())
+    (src / "broken.mp4").write_bytes(videos["vfr"].read_bytes())
+    changed = run()
+    assert _counts(changed) == (2, 2, 0, 0)
+    assert F.load_frames(out / "short_clip.npz").meta["total_frames"] == 120  # synthetic_like's 12 s at 10 fps
+    assert failures.read_text() == ""
+
+    # A damaged cache file is not a hit.
+    (out / "mandelbrot_24.npz").write_bytes((out / "mandelbrot_24.npz").read_bytes()[:1000])
+    assert _counts(run()) == (1, 3, 0, 0)
+
+    # Output params changed -> everything; workers alone is not an output param.
+    assert _counts(run(params.model_copy(update={"workers": 1}))) == (0, 4, 0, 0)
+    refps = run(params.model_copy(update={"fps": 1.0}))
+    assert _counts(refps) == (4, 0, 0, 0)
+    assert F.load_frames(out / "short_clip.npz").meta["n_frames"] == 12
+    assert _counts(run(params.model_copy(update={"fps": 1.0}), force=True)) == (4, 0, 0, 0)
+
+    # A removed video: its frames stay without prune, go with it (and so do killed-run temps).
+    (src / "mandelbrot_24.mp4").unlink()
+    (out / ".portrait_30fps.npz.abc123.npz").write_bytes(b"PK partial")
+    (out / "notes.txt").write_text("not ours")
+    assert _counts(run(params.model_copy(update={"fps": 1.0}))) == (0, 3, 0, 0)
+    assert (out / "mandelbrot_24.npz").exists()
+    pruned = run(params.model_copy(update={"fps": 1.0}), prune=True)
+    assert _counts(pruned) == (0, 3, 0, 1)
+    assert sorted(p.name for p in out.iterdir()) == ["broken.npz", "notes.txt", "portrait_30fps.npz", "short_clip.npz"]
+
+
+@pytest.mark.parametrize("key", ["format_version", "extractor", "params", "source", "id"])
+def test_any_cache_key_mismatch_reextracts(videos, params, tmp_path, key):
+    src, out = tmp_path / "in", tmp_path / "frames"
+    src.mkdir()
+    (src / "clip.mp4").write_bytes(videos["short_clip"].read_bytes())
+    assert F.extract_dir(src, out, params, progress=False)["processed"] == 1
+    vf = F.load_frames(out / "clip.npz")
+    assert set(vf.meta["source"]) == {"size", "sha256_ends"} and vf.meta["format_version"] == F.FORMAT_VERSION
+    F.save_frames(out / "clip.npz", F.VideoFrames(vf.frames, vf.timestamps, {**vf.meta, key: "stale"}))
+    assert _counts(F.extract_dir(src, out, params, progress=False)) == (1, 0, 0, 0)
+    assert F.load_frames(out / "clip.npz").meta == vf.meta
+
+
+def test_source_fingerprint_reads_both_ends(tmp_path):
+    data = bytearray(np.random.default_rng(1).integers(0, 256, 300_000, dtype=np.uint8).tobytes())
+    f = tmp_path / "v.bin"
+    f.write_bytes(bytes(data))
+    base = F.source_fingerprint(f)
+    assert base["size"] == 300_000
+    for offset in (0, len(data) - 1):  # first and last byte matter
+        changed = bytearray(data)
+        changed[offset] ^= 1
+        f.write_bytes(bytes(changed))
+        assert F.source_fingerprint(f) != base
+    f.write_bytes(bytes(data) + b"\0")
+    assert F.source_fingerprint(f)["size"] == 300_001
+    small = tmp_path / "s.bin"
+    small.write_bytes(b"abc")
+    assert F.source_fingerprint(small)["sha256_ends"] == hashlib.sha256(b"abc").hexdigest()
+
+
+def _dvc_repro(repo: Path) -> dict:
+    """`dvc repro` in ``repo``; the summary the extract_frames stage printed, or {} when it did not run."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run([str(Path(sys.executable).with_name("dvc")), "repro"], cwd=repo, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith('{"inputs"')]
+    return json.loads(lines[-1]) if lines else {}
+
+
+def test_dvc_persisted_frames_are_extracted_incrementally(tmp_path):
+    """The real extract_frames stage under real DVC, with data/frames persisted between runs."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("pipeline", "stages"):
+        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(ROOT / "params.yaml", repo / "params.yaml")
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["extract_frames"]
+    # The persisted output this design relies on (a no-op once dvc.yaml declares it).
+    stage["outs"] = [{o: {"persist": True}} if o == "data/frames" else o for o in stage["outs"]]
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"extract_frames": stage}}))
+    videos = repo / "data/raw/videos"
+    videos.mkdir(parents=True)
+    for i in range(3):
+        _make(videos / f"v{i}.mp4", f"testsrc2=size=64x48:rate=10:duration={1 + i * 0.5}", [])
+    env = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull}
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True, env=env)
+    dvc = str(Path(sys.executable).with_name("dvc"))
+    subprocess.run([dvc, "init", "-q"], cwd=repo, check=True)
+    subprocess.run([dvc, "config", "core.analytics", "false"], cwd=repo, check=True)
+    frames = repo / "data/frames"
+
+    assert _counts(_dvc_repro(repo)) == (3, 0, 0, 0)
+    assert _dvc_repro(repo) == {}  # nothing changed: DVC does not even run the stage
+    before = _stamp(frames)
+
+    _make(videos / "v3.mp4", "testsrc2=size=64x48:rate=10:duration=2.5", [])
+    assert _counts(_dvc_repro(repo)) == (1, 3, 0, 0)
+    assert {k: v for k, v in _stamp(frames).items() if k != "v3.npz"} == before  # kept by DVC, not rewritten
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["frames"]["fps"] = 1.0
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert _counts(_dvc_repro(repo)) == (4, 0, 0, 0)
+    assert F.load_frames(frames / "v3.npz").meta["params"]["fps"] == 1.0
+
+    (videos / "v1.mp4").unlink()
+    assert _counts(_dvc_repro(repo)) == (0, 3, 0, 1)
+    assert sorted(p.name for p in frames.iterdir()) == ["v0.npz", "v2.npz", "v3.npz"]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    status = subprocess.run([dvc, "status"], cwd=repo, env=env, capture_output=True, text=True, check=True)
+    assert "up to date" in status.stdout  # dvc.lock records the pruned folder
