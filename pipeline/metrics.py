@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
-from pipeline import rewards
+from pipeline import categorize, rewards, sbert
 from pipeline.io import InputError, read_jsonl
 from pipeline.prompt import parse_completion
 from pipeline.riq import RiqRecord
 
 THRESHOLDS = (0.3, 0.5, 0.7)
+THRESHOLD_OPS = (">=", ">")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,11 @@ class ItemTable:
     iou: np.ndarray  # temporal IoU with the first gt span (0 for refusable items)
     ra_iou: np.ndarray
     rewards: dict[str, np.ndarray] = field(default_factory=dict)
+    # Refusal quality; NaN where the item is answerable (expl/corr) or has no gold category (rt_iou).
+    expl_sim: np.ndarray | None = None  # s(answer, reference explanation) on correct refusals, 0 on missed ones
+    corr_sim: np.ndarray | None = None  # s(correction, true query) on correct refusals, 0 on missed ones
+    rt_iou: np.ndarray | None = None  # Jaccard(predicted, gold categories) on correct refusals, 0 on missed ones
+    pred_categories: list[list[str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -49,19 +55,34 @@ class ItemTable:
         # A refusal needs an <answer>: a completion without one is wrong for both classes.
         return self.has_answer & ~self.pred_relevant
 
+    @property
+    def correct_refusal(self) -> np.ndarray:
+        return ~self.answerable & self.pred_irrelevant
+
     def subset(self, mask: np.ndarray) -> ItemTable:
-        idx = np.flatnonzero(mask)
+        return self.take(np.flatnonzero(mask))
+
+    def take(self, idx: np.ndarray) -> ItemTable:
+        """The items at ``idx`` (repeats allowed), in that order."""
         pick = lambda xs: [xs[i] for i in idx]  # noqa: E731
-        arr = {k: getattr(self, k)[idx] for k in ("answerable", "has_answer", "pred_relevant", "pred_start", "pred_end", "iou", "ra_iou")}
+        arr = {k: getattr(self, k)[idx] for k in ARRAY_COLUMNS if getattr(self, k) is not None}
         return ItemTable(
             ids=pick(self.ids), task_type=pick(self.task_type), kind=pick(self.kind),
             difficulty=pick(self.difficulty), categories=pick(self.categories),
+            pred_categories=pick(self.pred_categories) if self.pred_categories else [],
             rewards={k: v[idx] for k, v in self.rewards.items()}, **arr,
         )
 
 
-def item_table(records: Sequence[RiqRecord], completions: Sequence) -> ItemTable:
-    """Parse every completion once and compute IoU, RA-IoU and all rewards."""
+ARRAY_COLUMNS = ("answerable", "has_answer", "pred_relevant", "pred_start", "pred_end", "iou", "ra_iou", "expl_sim", "corr_sim", "rt_iou")
+
+
+def item_table(records: Sequence[RiqRecord], completions: Sequence, pred_categories: Sequence[Sequence[str]] | None = None) -> ItemTable:
+    """Parse every completion once and compute IoU, RA-IoU, all rewards and the refusal-quality columns.
+
+    ``pred_categories``: the categories of each prediction from elsewhere (the judge);
+    by default :mod:`pipeline.categorize` derives them from each refusal's text.
+    """
     if len(records) != len(completions):
         raise ValueError(f"{len(records)} records but {len(completions)} completions")
     parsed = [parse_completion(c) for c in completions]
@@ -75,6 +96,30 @@ def item_table(records: Sequence[RiqRecord], completions: Sequence) -> ItemTable
     iou = np.where(answerable, iou, 0.0)
     correct_refusal = ~answerable & has_answer & ~pred_relevant
     ra_iou = np.where(answerable & pred_relevant, iou, np.where(correct_refusal, 1.0, 0.0))
+    rew = rewards.reward_arrays(records, parsed)
+    refused = np.flatnonzero(correct_refusal)
+
+    expl_sim = np.where(answerable, np.nan, 0.0)
+    if refused.size:
+        expl_sim[refused] = sbert.similarity([parsed[i].answer for i in refused],
+                                             [records[i].explanation or records[i].reference_answer for i in refused])
+    # The correction reward of a refusable item is already s(correction, true query) (0 when missing or NIL).
+    corr_sim = np.where(answerable, np.nan, np.where(correct_refusal, rew["correction"], 0.0))
+
+    if pred_categories is None:
+        cats = categorize.classify_many([records[i].problem for i in refused], [parsed[i].answer for i in refused],
+                                        [parsed[i].correction for i in refused])
+        pred_cats: list[list[str]] = [[] for _ in records]
+        for i, c in zip(refused, cats):
+            pred_cats[i] = c
+    else:
+        if len(pred_categories) != len(records):
+            raise ValueError(f"{len(records)} records but {len(pred_categories)} predicted category lists")
+        pred_cats = [sorted(set(c)) if correct_refusal[i] else [] for i, c in enumerate(pred_categories)]
+    has_gold = np.array([bool(r.categories) for r in records], dtype=bool)
+    rt = np.array([categorize.jaccard(p, r.categories) if ok else 0.0
+                   for p, r, ok in zip(pred_cats, records, correct_refusal)], dtype=float).reshape(-1)
+    rt_iou = np.where(has_gold, rt, np.nan)
     return ItemTable(
         ids=[r.id for r in records],
         task_type=[r.task_type for r in records],
@@ -82,8 +127,8 @@ def item_table(records: Sequence[RiqRecord], completions: Sequence) -> ItemTable
         difficulty=[r.difficulty for r in records],
         categories=[list(r.categories) for r in records],
         answerable=answerable, has_answer=has_answer, pred_relevant=pred_relevant,
-        pred_start=ps, pred_end=pe, iou=iou, ra_iou=ra_iou,
-        rewards=rewards.reward_arrays(records, parsed),
+        pred_start=ps, pred_end=pe, iou=iou, ra_iou=ra_iou, rewards=rew,
+        expl_sim=expl_sim, corr_sim=corr_sim, rt_iou=rt_iou, pred_categories=pred_cats,
     )
 
 
@@ -121,19 +166,41 @@ def relevance(t: ItemTable, **_) -> dict[str, float]:
     return out
 
 
-def _recall_at(x: np.ndarray, thresholds: Sequence[float]) -> dict[str, float]:
-    return {f"r@{k:g}": _mean((x >= k).astype(float)) for k in thresholds}
+def _recall_at(x: np.ndarray, thresholds: Sequence[float], op: str = ">=") -> dict[str, float]:
+    if op not in THRESHOLD_OPS:
+        raise ValueError(f"threshold_op: {op!r} is not one of {THRESHOLD_OPS}")
+    hit = np.greater_equal if op == ">=" else np.greater
+    return {f"r@{k:g}": _mean(hit(x, k).astype(float)) for k in thresholds}
 
 
-def ra_iou(t: ItemTable, thresholds: Sequence[float] = THRESHOLDS, **_) -> dict[str, float]:
+def ra_iou(t: ItemTable, thresholds: Sequence[float] = THRESHOLDS, threshold_op: str = ">=", **_) -> dict[str, float]:
     """RA-IoU over ALL items: 0 if misclassified, 1 for a correct refusal, else the IoU."""
-    return {"mean": _mean(t.ra_iou), **_recall_at(t.ra_iou, thresholds)}
+    return {"mean": _mean(t.ra_iou), **_recall_at(t.ra_iou, thresholds, threshold_op)}
 
 
-def grounding(t: ItemTable, thresholds: Sequence[float] = THRESHOLDS, **_) -> dict[str, float]:
+def grounding(t: ItemTable, thresholds: Sequence[float] = THRESHOLDS, threshold_op: str = ">=", **_) -> dict[str, float]:
     """mIoU and R@k over answerable items only (no span = IoU 0)."""
     iou = t.iou[t.answerable]
-    return {"miou": _mean(iou), **_recall_at(iou, thresholds)}
+    return {"miou": _mean(iou), **_recall_at(iou, thresholds, threshold_op)}
+
+
+def _refusal_quality(col: str) -> Callable[..., dict[str, float]]:
+    def fn(t: ItemTable, **_) -> dict[str, float]:
+        x = getattr(t, col)
+        if x is None:
+            return {"sim_irrelevant": 0.0, "sim_correct_refusals": 0.0}
+        return {"sim_irrelevant": _mean(x[~t.answerable]), "sim_correct_refusals": _mean(x[t.correct_refusal])}
+
+    fn.__doc__ = f"Mean {col} over refusable items (missed refusals 0) and over correct refusals only."
+    return fn
+
+
+def rt_iou(t: ItemTable, **_) -> dict[str, float]:
+    """Category Jaccard over refusable items with gold categories (missed refusals 0), and over their correct refusals."""
+    if t.rt_iou is None:
+        return {"mean": 0.0, "mean_correct_refusals": 0.0}
+    has_gold = ~np.isnan(t.rt_iou)
+    return {"mean": _mean(t.rt_iou[has_gold]), "mean_correct_refusals": _mean(t.rt_iou[has_gold & t.correct_refusal])}
 
 
 def reward(t: ItemTable, weights: Mapping[str, float] | None = None, **_) -> dict[str, float]:
@@ -151,6 +218,9 @@ METRICS: dict[str, Callable[..., float | dict[str, float]]] = {
     "relevance": relevance,
     "ra_iou": ra_iou,
     "grounding": grounding,
+    "explanation": _refusal_quality("expl_sim"),
+    "correction": _refusal_quality("corr_sim"),
+    "rt_iou": rt_iou,
 }
 
 
@@ -159,24 +229,27 @@ def group_key(name: str | None) -> str:
     return "none" if name is None else name.replace("/", "_").replace(".", "_")
 
 
-def block(t: ItemTable, weights: Mapping[str, float], thresholds: Sequence[float]) -> dict:
-    return {name: fn(t, weights=weights, thresholds=thresholds) for name, fn in METRICS.items()}
+def block(t: ItemTable, weights: Mapping[str, float], thresholds: Sequence[float], threshold_op: str = ">=") -> dict:
+    return {name: fn(t, weights=weights, thresholds=thresholds, threshold_op=threshold_op) for name, fn in METRICS.items()}
 
 
 def metrics_from_table(
-    t: ItemTable, reward_weights: Mapping[str, float], thresholds: Sequence[float] = THRESHOLDS
+    t: ItemTable, reward_weights: Mapping[str, float], thresholds: Sequence[float] = THRESHOLDS,
+    threshold_op: str = ">=", rt_iou_source: str = categorize.SOURCE,
 ) -> dict:
+    """The whole block with its breakdowns; ``conventions`` records how thresholds and RT-IoU categories were taken."""
     rewards.check_weights(reward_weights)
-    out = block(t, reward_weights, thresholds)
+    out = block(t, reward_weights, thresholds, threshold_op)
     for by, labels in (("difficulty", t.difficulty), ("kind", t.kind)):
         groups = sorted({group_key(x) for x in labels})
         keys = np.array([group_key(x) for x in labels])
-        out[f"by_{by}"] = {g: block(t.subset(keys == g), reward_weights, thresholds) for g in groups}
+        out[f"by_{by}"] = {g: block(t.subset(keys == g), reward_weights, thresholds, threshold_op) for g in groups}
     cats = sorted({c for cs in t.categories for c in cs})
     out["by_category"] = {
-        group_key(c): block(t.subset(np.array([c in cs for cs in t.categories], dtype=bool)), reward_weights, thresholds)
+        group_key(c): block(t.subset(np.array([c in cs for cs in t.categories], dtype=bool)), reward_weights, thresholds, threshold_op)
         for c in cats
     }
+    out["conventions"] = {"threshold_op": threshold_op, "rt_iou_source": rt_iou_source}
     return out
 
 
@@ -185,9 +258,14 @@ def compute_metrics(
     completions: Sequence,
     reward_weights: Mapping[str, float],
     thresholds: Sequence[float] = THRESHOLDS,
+    threshold_op: str = ">=",
 ) -> dict:
     """The nested metrics block (DVC shows ``reward.total``, ``by_difficulty.hard.ra_iou.mean``...)."""
-    return metrics_from_table(item_table(records, completions), reward_weights, thresholds)
+    return metrics_from_table(item_table(records, completions), reward_weights, thresholds, threshold_op)
+
+
+def _num(x: float) -> float | None:
+    return None if np.isnan(x) else float(x)
 
 
 def rows_from_table(t: ItemTable, reward_weights: Mapping[str, float] | None = None) -> list[dict]:
@@ -206,6 +284,8 @@ def rows_from_table(t: ItemTable, reward_weights: Mapping[str, float] | None = N
             "iou": float(t.iou[i]),
             "ra_iou": float(t.ra_iou[i]),
             **{name: float(v[i]) for name, v in t.rewards.items()},
+            **{k: _num(getattr(t, k)[i]) for k in ("expl_sim", "corr_sim", "rt_iou") if getattr(t, k) is not None},
+            "pred_categories": t.pred_categories[i] if t.pred_categories else [],
         }
         if reward_weights is not None:
             row["total"] = rewards.total({n: row[n] for n in t.rewards}, reward_weights)

@@ -92,13 +92,16 @@ def write_plots(items: pd.DataFrame, out_dir: str | Path, models: Sequence[str])
 
 # --------------------------------------------------------------------------- report
 # Overall table rows: these prefixes of the flattened metrics, in this order (by_* breakdowns stay in metrics.json).
-HEADLINE = ("n_items", "format_rate", "reward.", "relevance.accuracy", "relevance.f1_", "ra_iou.", "grounding.")
+HEADLINE = (
+    "n_items", "format_rate", "reward.", "relevance.accuracy", "relevance.f1_", "relevance.recall_", "ra_iou.", "grounding.",
+    "explanation.", "correction.", "rt_iou.", "judge.",
+)
 
 
 def headline_keys(flat: Mapping[str, float]) -> list[str]:
     keys = []
     for prefix in HEADLINE:
-        keys += [k for k in flat if k.startswith(prefix) and k not in keys]
+        keys += [k for k in flat if k.startswith(prefix) and k not in keys and isinstance(flat[k], (int, float))]
     return keys
 
 
@@ -127,8 +130,11 @@ def report_markdown(metrics: Mapping[str, Mapping], items: pd.DataFrame, models:
         "# Evaluation: " + " vs ".join(models),
         "",
         "Greedy decoding on the test split. RA-IoU counts every item (0 when the relevance "
-        "decision is wrong, 1 for a correct refusal, else the IoU); grounding is over answerable items. "
-        "Definitions: docs/METRICS.md.",
+        "decision is wrong, 1 for a correct refusal, else the IoU); grounding is over answerable items; "
+        "explanation/correction are SBERT similarities to the reference over refusable items (missed refusals 0); "
+        "RT-IoU is the Jaccard of predicted and gold categories"
+        + (f" (categories: {metrics[models[0]]['conventions']['rt_iou_source']})" if "conventions" in metrics[models[0]] else "")
+        + ". `judge.*` rows, when present, read each completion with the LLM judge. Definitions: docs/METRICS.md.",
         "",
         "## Overall",
         "",

@@ -1,4 +1,4 @@
-"""Stage evaluate: base and trained model on the test split -> predictions, items, plots, report, metrics.json."""
+"""Stage evaluate (one test set): base and trained model -> predictions, items, plots, report, metrics."""
 
 from __future__ import annotations
 
@@ -14,13 +14,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--base", required=True, help="base model folder (save_pretrained)")
     parser.add_argument("--trained", required=True, help="trained model folder (save_pretrained)")
-    parser.add_argument("--riq", required=True, help="test split (RIQ JSON Lines with frames_path)")
+    parser.add_argument("--riq", required=True, help="test set (RIQ JSON Lines)")
     parser.add_argument("--out", required=True, help="output folder (predictions, items.csv, plots/, report.md)")
     parser.add_argument("--metrics", required=True, help="metrics JSON (DVC metric)")
+    parser.add_argument("--frames", default=None, help="frame cache for records without frames_path (<video>.npz)")
+    parser.add_argument("--set", default="test", help="test set name (key of test_sets in dvc.yaml), for the report")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    result = evaluate(args.base, args.trained, args.riq, args.out, args.metrics, load_params(args.params))
+    result = evaluate(args.base, args.trained, args.riq, args.out, args.metrics, load_params(args.params),
+                      frames_dir=args.frames, set_name=args.set)
     print(json.dumps({m: {"n_items": r["n_items"], "ra_iou.mean": round(r["ra_iou"]["mean"], 4),
                           "relevance.accuracy": round(r["relevance"]["accuracy"], 4)} for m, r in result.items()}))
 

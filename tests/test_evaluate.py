@@ -266,3 +266,55 @@ def test_select_records_skips_missing_frames_with_reason_and_caps(data, tmp_path
                        {"id": recs[1].id, "reason": f"frames_path: {tmp_path / 'gone.npz'} not found"}]
     keep, skipped = select_records(recs, max_items=3)
     assert [r.id for r in keep] == [r.id for r in recs[:3]] and skipped == []
+
+
+def evaluated_params(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(Params().model_dump()))
+    return path
+
+
+def test_set_without_videos_reports_zero_evaluable_not_a_crash(data, tmp_path, caplog):
+    """An imported set whose videos were never downloaded: 0 evaluable / N quarantined, every output written."""
+    import logging
+
+    from stages.evaluate import main
+
+    recs = data["records"][:4]
+    write_jsonl(tmp_path / "imported.jsonl", [r.model_copy(update={"frames_path": None, "video": "gone"}) for r in recs])
+    with caplog.at_level(logging.INFO):
+        main(["--base", str(tmp_path / "no-model"), "--trained", str(tmp_path / "no-model"), "--riq", str(tmp_path / "imported.jsonl"),
+              "--out", str(tmp_path / "eval"), "--metrics", str(tmp_path / "m.json"), "--frames", str(data["root"] / "frames"),
+              "--set", "charades", "--params", str(evaluated_params(tmp_path))])
+    assert "charades: 0 evaluable / 4 quarantined (no video)" in caplog.text
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert list(metrics) == ["base", "trained"] and metrics["base"]["n_items"] == 0
+    assert json.loads((tmp_path / "eval" / "summary.json").read_text())["skipped"] == 4
+    skipped = [obj for _, obj in read_jsonl(tmp_path / "eval" / "skipped.jsonl")]
+    assert [s["id"] for s in skipped] == [r.id for r in recs] and all("gone.npz not found" in s["reason"] for s in skipped)
+    assert "0 evaluable / 4 quarantined" in (tmp_path / "eval" / "report.md").read_text()
+
+
+def test_records_without_frames_path_are_joined_with_the_frame_cache(data, evaluated, tmp_path):
+    from pipeline.evaluate import join_frames, select_records
+
+    bare = [r.model_copy(update={"frames_path": None}) for r in data["records"][:3]]
+    keep, skipped = select_records(join_frames(bare, data["root"] / "frames"), 0)
+    assert [r.frames_path for r in keep] == [r.frames_path for r in data["records"][:3]] and skipped == []
+
+
+def test_new_metrics_and_item_columns(data, evaluated):
+    metrics = json.loads((evaluated["out"] / "metrics.json").read_text())
+    for block in metrics.values():
+        assert block["conventions"] == {"threshold_op": ">=", "rt_iou_source": "rules+sbert-prototype"}
+        for key in ("explanation", "correction"):
+            assert set(block[key]) == {"sim_irrelevant", "sim_correct_refusals"}
+        assert set(block["rt_iou"]) == {"mean", "mean_correct_refusals"}
+    items = pd.read_csv(evaluated["eval"] / "items.csv")
+    for col in ("expl_sim", "corr_sim", "rt_iou", "pred_categories"):
+        assert col in items.columns
+    assert items.loc[items["task_type"] == "answerable", "expl_sim"].isna().all()
+    parquet = pd.read_parquet(evaluated["eval"] / "items.parquet")
+    assert len(parquet) == len(items) and list(parquet["categories"].iloc[0]) == (
+        items["categories"].iloc[0].split(";") if isinstance(items["categories"].iloc[0], str) else [])
+    assert "rt_iou.mean" in (evaluated["eval"] / "report.md").read_text()

@@ -249,3 +249,140 @@ def test_cli_errors(files, tmp_path):
     res = CliRunner().invoke(app, ["score", "--records", str(bad), "--completions", str(pred), "--out", str(tmp_path / "never")])
     assert res.exit_code == 1 and f"{bad}:1: record 'A1': duration" in res.output
     assert not (tmp_path / "never").exists()  # nothing written on error
+
+
+# --------------------------------------------------------------------------- refusal quality, RT-IoU, thresholds
+# A second hand-made set whose SBERT similarities are exact: a refusal that repeats its
+# reference explanation (or true query) word for word has similarity 1.
+#
+#   id  kind    gold categories            completion                                      expl  corr  pred categories      RT-IoU
+#   H1  hard    [AttrValue]                refuses: EXPL verbatim, correction = TARGET     1     1     [AttrValue] (corr diff red/blue)   1
+#   H2  medium  [AttrValue, Counting]      refuses: "shows a red circle moving left, not   1     0     [AttrValue, ObjMoving]  1/3
+#                                          a blue circle moving right." (= its reference), NIL
+#   H3  hard    [Counting]                 gives a span (missed refusal)                   0     0     []                   0
+#   S1  shuffled -                         refuses: its reference verbatim, correction = TARGET  1  1   -                    (not counted)
+#   A1  answerable                         "2 to 6"                                        (not counted)
+H2_EXPL = "No segment is relevant: the video shows a red circle moving left, not a blue circle moving right."
+
+
+def _with(rec, **update):
+    return rec.model_copy(update=update)
+
+
+QUALITY_RECORDS = [
+    ref("H1", "hard_irrelevant", "hard", ["Attribute/AttributeValue"]),
+    _with(ref("H2", "hard_irrelevant", "medium", ["Attribute/AttributeValue", "Attribute/Counting"]), explanation=H2_EXPL, reference_answer=H2_EXPL),
+    ref("H3", "hard_irrelevant", "hard", ["Attribute/Counting"]),
+    _with(ref("S1", "shuffled", None, []), explanation="No segment is relevant: nothing like it.", reference_answer="No segment is relevant: nothing like it."),
+    ans("A1", [2, 6]),
+]
+QUALITY_COMPLETIONS = [
+    full(EXPL, TARGET),
+    full(H2_EXPL, "NIL"),
+    full("3 to 5", TARGET),
+    full("No segment is relevant: nothing like it.", TARGET),
+    full("2 to 6"),
+]
+
+
+@pytest.fixture(scope="module")
+def quality():
+    return metrics.compute_metrics(QUALITY_RECORDS, QUALITY_COMPLETIONS, WEIGHTS)
+
+
+def test_explanation_and_correction_similarity(quality):
+    # explanation over the 4 refusable items: (1 + 1 + 0 + 1) / 4; over the 3 correct refusals: 1
+    assert quality["explanation"] == pytest.approx({"sim_irrelevant": 3 / 4, "sim_correct_refusals": 1.0}, abs=1e-6)
+    # correction: H1 1, H2 NIL -> 0, H3 missed -> 0, S1 1 -> 2/4; over correct refusals (1 + 0 + 1) / 3
+    assert quality["correction"] == pytest.approx({"sim_irrelevant": 2 / 4, "sim_correct_refusals": 2 / 3}, abs=1e-6)
+
+
+def test_rt_iou(quality):
+    # H1 1, H2 |{AttrValue}| / |{AttrValue, Counting, ObjMoving}| = 1/3, H3 missed 0 (S1 has no gold categories)
+    assert quality["rt_iou"] == pytest.approx({"mean": (1 + 1 / 3 + 0) / 3, "mean_correct_refusals": (1 + 1 / 3) / 2})
+    assert quality["conventions"] == {"threshold_op": ">=", "rt_iou_source": "rules+sbert-prototype"}
+    rows = metrics.per_item(QUALITY_RECORDS, QUALITY_COMPLETIONS)
+    # Every correct refusal is classified (S1 too: its correction changes blue -> red); only gold-labelled ones count.
+    assert [r["pred_categories"] for r in rows] == [
+        ["Attribute/AttributeValue"], ["Attribute/AttributeValue", "Object/ObjectMoving"], [], ["Attribute/AttributeValue"], []]
+    assert [r["rt_iou"] for r in rows[:3]] == pytest.approx([1, 1 / 3, 0]) and rows[3]["rt_iou"] is rows[4]["rt_iou"] is None
+    assert rows[4]["expl_sim"] is None and rows[2]["expl_sim"] == 0.0
+    # The hard group holds H1 and H3: (1 + 0) / 2
+    assert quality["by_difficulty"]["hard"]["rt_iou"]["mean"] == pytest.approx(0.5)
+
+
+def test_rt_iou_from_given_categories():
+    """Categories from elsewhere (the judge) replace the classifier; only correct refusals keep theirs."""
+    given = [["Attribute/Counting"], ["Attribute/Counting", "Attribute/AttributeValue"], ["Attribute/Counting"], [], []]
+    t = metrics.item_table(QUALITY_RECORDS, QUALITY_COMPLETIONS, pred_categories=given)
+    # H1 0 (Counting vs AttrValue), H2 1, H3 missed 0
+    assert metrics.rt_iou(t) == pytest.approx({"mean": 1 / 3, "mean_correct_refusals": 0.5})
+
+
+def test_threshold_op_strict_vs_inclusive():
+    # RA-IoU of the first set: 1, .6, .4, 0, 0, 1, 0, 0; grounding IoU 1, .6, .4, 0, 0
+    ge = metrics.compute_metrics(RECORDS, COMPLETIONS, WEIGHTS, thresholds=(0.4, 0.6), threshold_op=">=")
+    gt = metrics.compute_metrics(RECORDS, COMPLETIONS, WEIGHTS, thresholds=(0.4, 0.6), threshold_op=">")
+    assert ge["ra_iou"] == pytest.approx({"mean": 3 / 8, "r@0.4": 4 / 8, "r@0.6": 3 / 8})
+    assert gt["ra_iou"] == pytest.approx({"mean": 3 / 8, "r@0.4": 3 / 8, "r@0.6": 2 / 8})
+    assert gt["grounding"] == pytest.approx({"miou": 2 / 5, "r@0.4": 2 / 5, "r@0.6": 1 / 5})
+    assert gt["conventions"]["threshold_op"] == ">"
+    with pytest.raises(ValueError, match="threshold_op"):
+        metrics.compute_metrics(RECORDS, COMPLETIONS, WEIGHTS, threshold_op="=>")
+
+
+def test_cli_metrics_threshold_op_from_params(files, tmp_path):
+    rec, pred, params = files
+    params.write_text(params.read_text().replace("iou_thresholds: [0.3, 0.5, 0.7]", "iou_thresholds: [0.4]\n  threshold_op: '>'"))
+    out = tmp_path / "m.json"
+    res = CliRunner().invoke(app, ["metrics", "--records", str(rec), "--predictions", str(pred), "--out", str(out), "--params", str(params)])
+    assert res.exit_code == 0, res.output
+    m = json.loads(out.read_text())
+    assert m["ra_iou"]["r@0.4"] == pytest.approx(3 / 8) and m["conventions"]["threshold_op"] == ">"
+
+
+@pytest.mark.parametrize(
+    ("query", "explanation", "correction", "expected"),
+    [
+        # "shows X, not Y": one word per fact
+        ("the small red square appears", "No segment is relevant: the video shows the large red square appearing, not the small red square appearing.", None, ["Attribute/Comparison"]),
+        ("three squares appear", "the video shows one square appearing, not three squares appearing", None, ["Attribute/Counting"]),
+        ("the square moves right", "the video shows the square moving left, not the square moving right", None, ["Object/ObjectMoving"]),
+        # a changed verb makes it an action edit even when a direction word changed with it
+        ("the square moves right", "the video shows the square disappearing, not the square moving right", None, ["Action/FineGrainedAction"]),
+        ("after the bar appears, the square disappears", "the video shows the square disappearing before the bar appears, not the square disappearing after the bar appears", None, ["Action/ActionSequence"]),
+        ("the wide bar appears", "the video shows the square appearing, not the wide bar appearing", None, ["Object/ObjectExistence"]),
+        # no "shows X, not Y": the correction against the query
+        ("a person opens the door in the kitchen", "No segment is relevant.", "a person opens the door in the garden", ["Scene/SceneExistence"]),
+        ("a cup is on the table", "No.", "a cup is under the table", ["Object/ObjectSpatialRelation"]),
+        # nothing differs: no categories
+        ("a red square appears", "No segment is relevant.", "NIL", []),
+    ],
+)
+def test_categorize_rules(query, explanation, correction, expected):
+    from pipeline.categorize import classify
+
+    assert classify(query, explanation, correction) == expected
+
+
+def test_categorize_unknown_words_go_to_the_nearest_prototype():
+    from pipeline.categorize import classify, jaccard
+
+    # "sprints"/"strolls" are in no word list: the SBERT prototype of an action change is nearest.
+    assert classify("a man strolls", "No segment is relevant.", "a man sprints") == ["Action/FineGrainedAction"]
+    assert jaccard([], []) == 1.0 and jaccard(["a"], ["a", "b"]) == 0.5
+
+
+def test_non_sbert_metrics_on_100k_items_are_fast():
+    """Everything after the SBERT encodes (all blocks, breakdowns, RT-IoU, quality means) for 100k items.
+
+    benchmarks/eval_throughput.py checks the 5 s budget; the bound here allows for a loaded test machine."""
+    import time
+
+    n = 100_000
+    base = metrics.item_table(QUALITY_RECORDS + RECORDS, QUALITY_COMPLETIONS + COMPLETIONS)
+    t = base.take(np.arange(n) % len(base))
+    t0 = time.perf_counter()
+    m = metrics.metrics_from_table(t, WEIGHTS)
+    secs = time.perf_counter() - t0
+    assert m["n_items"] == n and secs < 15, secs

@@ -75,7 +75,7 @@ def repo(tmp_path_factory) -> Path:
 def test_repro_end_to_end(repo: Path):
     dvc = str(Path(sys.executable).parent / "dvc")
     out = _run([dvc, "repro"], repo)
-    assert _ran(out) == {"download", "extract_frames", "build_riq", "make_model", "train", "evaluate"}
+    assert _ran(out) == {"download", "extract_frames", "build_riq", "make_model", "train", "evaluate@synthetic"}
 
     metrics = json.loads((repo / "metrics.json").read_text())
     for model in ("base", "trained"):
@@ -102,7 +102,7 @@ def test_repro_end_to_end(repo: Path):
 
     # A reward weight only touches train and evaluate.
     out = _run([dvc, "exp", "run", "-S", "train.reward_weights.format=0.5"], repo)
-    assert _ran(out) == {"train", "evaluate"}
+    assert _ran(out) == {"train", "evaluate@synthetic"}
     diff = _run([dvc, "metrics", "diff", "--json"], repo)
     assert "reward.total" in diff
 
