@@ -1,0 +1,160 @@
+"""TRL's GRPOTrainer, taught to feed real video to Qwen2.5-VL.
+
+TRL 1.16 builds multimodal inputs only from ``image``/``images`` columns. This
+subclass keeps all of TRL's GRPO logic (sampling, rewards, advantages, loss,
+KL, logging) and changes only where the inputs come from:
+
+* each dataset row carries ``prompt`` (chat text from
+  :func:`pipeline.video_inputs.prompt_text`) and ``frames_path`` (a cached
+  frames file); the frames are loaded through a small LRU cache and encoded once
+  per generation batch by :func:`pipeline.video_inputs.batch_inputs`, the one
+  place that passes the true sampling fps (``second_per_grid_ts``) and the
+  multimodal token-type ids;
+* those video fields then go into generation, the old/reference log-prob
+  forwards and the loss forward, one per-sample entry in the batch dict
+  (``video_inputs``) so TRL's shuffle/split of a generation batch keeps every
+  completion with its own video.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import torch
+from trl import GRPOTrainer
+
+from pipeline.video_inputs import batch_inputs
+
+VIDEO_KEYS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
+
+
+def _default_loader(path: str):
+    from pipeline.frames import load_frames
+
+    return load_frames(path)
+
+
+def split_video_batch(batch, device) -> list[dict]:
+    """One dict per sample from a ``batch_inputs`` batch (one video per prompt).
+
+    ``prompt_ids``/``mm_token_type_ids`` lose their padding (TRL re-pads them);
+    ``pixel_values_videos`` rows are cut per video by ``video_grid_thw``.
+    """
+    rows = batch["video_grid_thw"].prod(-1).tolist()
+    pixels = torch.split(batch["pixel_values_videos"], rows, dim=0)
+    out = []
+    for i, keep in enumerate(batch["attention_mask"].bool()):
+        out.append(
+            {
+                "prompt_ids": batch["input_ids"][i][keep].tolist(),
+                "mm_token_type_ids": batch["mm_token_type_ids"][i][keep].to(device),
+                "pixel_values_videos": pixels[i].to(device),
+                "video_grid_thw": batch["video_grid_thw"][i : i + 1].to(device),
+                "second_per_grid_ts": batch["second_per_grid_ts"][i : i + 1].to(device),
+            }
+        )
+    return out
+
+
+def merge_video_fields(samples: list[dict]) -> dict[str, torch.Tensor]:
+    return {k: torch.cat([s[k] for s in samples], dim=0) for k in VIDEO_KEYS}
+
+
+def align_mm_token_type_ids(samples: list[dict], input_ids: torch.Tensor, logits_to_keep: int) -> torch.Tensor:
+    """Token-type ids laid out like TRL's ``[pad.. prompt | completion ..pad]`` rows (completion = text = 0)."""
+    prompt_len = input_ids.size(1) - logits_to_keep
+    mm = torch.zeros_like(input_ids)
+    for i, s in enumerate(samples):
+        row = s["mm_token_type_ids"]
+        mm[i, prompt_len - row.numel() : prompt_len] = row
+    return mm
+
+
+class VideoGRPOTrainer(GRPOTrainer):
+    """GRPO on (prompt, video) rows; see the module docstring for what differs from TRL."""
+
+    def __init__(self, *args, frames_loader: Callable | None = None, frames_cache_size: int = 32, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Videos are decoded once per process and re-used across the num_generations copies and epochs.
+        self._load_frames = functools.lru_cache(maxsize=frames_cache_size)(frames_loader or _default_loader)
+        self._video: list[dict] | None = None  # the per-sample video fields of the batch being processed
+        # TRL suppresses only the image placeholder; a sampled video/vision token in a rollout would desync
+        # placeholder tokens and vision features in every later forward, so none may be generated.
+        config = self.accelerator.unwrap_model(self.model).config
+        vision = [getattr(config, k, None) for k in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")]
+        suppress = sorted(set(self.generation_kwargs.get("suppress_tokens") or []) | {t for t in vision if t is not None})
+        self.generation_kwargs["suppress_tokens"] = suppress
+        self.generation_config.suppress_tokens = suppress
+
+    # Override 1: encode the batch's videos before TRL runs, and attach them to the batch it returns.
+    def _generate_and_score_completions(self, inputs):
+        # The batch holds num_generations copies of each prompt: encode each (prompt, video) once.
+        keys = [(x["prompt"], x["frames_path"]) for x in inputs]
+        unique = list(dict.fromkeys(keys))
+        videos = [self._load_frames(path) for _, path in unique]
+        batch = batch_inputs(self.processing_class, [prompt for prompt, _ in unique], videos)
+        encoded = dict(zip(unique, split_video_batch(batch, self.accelerator.device), strict=True))
+        self._video = [encoded[k] for k in keys]
+        try:
+            output = super()._generate_and_score_completions(inputs)
+            # A list, one entry per completion: TRL's shuffle_sequence_dict / split_tensor_dict move it in
+            # step with prompt_ids, so each micro-batch of the loss gets its own videos.
+            output["video_inputs"] = self._video
+        finally:
+            self._video = None
+        return output
+
+    # Override 2: TRL's tokenization handles only images; hand it the video prompt ids and fields instead.
+    # Tensors go to generate() as they are; mm_token_type_ids as per-prompt lists so TRL left-pads them
+    # exactly like the prompt ids.
+    def _tokenize_prompts(self, prompts):
+        if self._video is None:
+            return super()._tokenize_prompts(prompts)
+        fields = merge_video_fields(self._video)
+        fields["mm_token_type_ids"] = [s["mm_token_type_ids"].tolist() for s in self._video]
+        return [s["prompt_ids"] for s in self._video], None, fields
+
+    # Override 3: every log-prob forward (old, reference, loss) gets the videos and the token-type ids
+    # aligned to TRL's padded layout; without the ids Qwen2.5-VL silently falls back to 1-D positions.
+    # TRL chunks by batch_size, so chunk here and hand TRL one chunk at a time with its own videos.
+    def _get_per_token_logps_and_entropies(
+        self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, compute_entropy=False, compute_aux_loss=False, **kwargs
+    ):
+        if self._video is None:
+            return super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy, compute_aux_loss, **kwargs
+            )
+        kwargs.pop("mm_token_type_ids", None)
+        batch_size = batch_size or input_ids.size(0)
+        logps, entropies, aux = [], [], []
+        for start in range(0, input_ids.size(0), batch_size):
+            end = min(start + batch_size, input_ids.size(0))
+            samples = self._video[start:end]
+            chunk_ids = input_ids[start:end]
+            lp, ent, ax = super()._get_per_token_logps_and_entropies(
+                functools.partial(model, **merge_video_fields(samples)),
+                chunk_ids,
+                attention_mask[start:end],
+                logits_to_keep,
+                compute_entropy=compute_entropy,
+                compute_aux_loss=compute_aux_loss,
+                mm_token_type_ids=align_mm_token_type_ids(samples, chunk_ids, logits_to_keep),
+                **kwargs,
+            )
+            logps.append(lp)
+            entropies.append(ent)
+            aux.append(ax)
+        return (
+            torch.cat(logps, dim=0),
+            torch.cat(entropies, dim=0) if compute_entropy else None,
+            torch.stack(aux).mean() if compute_aux_loss else None,
+        )
+
+    # Override 4: TRL's loss forward reads image keys only; expose this micro-batch's videos to override 3.
+    def _compute_loss(self, model, inputs):
+        self._video = inputs["video_inputs"]
+        try:
+            return super()._compute_loss(model, inputs)
+        finally:
+            self._video = None
