@@ -275,14 +275,16 @@ def metrics_cmd(
     """Compute the metrics block of a prediction file."""
     from pipeline.io import InputError, write_json
     from pipeline.metrics import compute_metrics, missing_predictions, read_completions, read_riq
+    from pipeline.params import Params, load_params
 
     try:
         weights, thresholds = _reward_settings(params)
+        threshold_op = (load_params(params) if params else Params()).evaluate.threshold_op
         all_records = read_riq(records)
         recs, ids, comps = read_completions(predictions, all_records, unique=True)
         if not partial:
             missing_predictions(records, predictions, all_records, ids)
-        result = compute_metrics(recs, comps, weights, thresholds)
+        result = compute_metrics(recs, comps, weights, thresholds, threshold_op)
     except InputError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -357,10 +359,12 @@ def train_cmd(
 def evaluate_cmd(
     base: str = typer.Option("models/base", help="Base model folder (save_pretrained)."),
     trained: str = typer.Option("models/trained", help="Trained model folder (save_pretrained)."),
-    riq: str = typer.Option("data/riq/test.jsonl", help="Test split (RIQ JSON Lines with frames_path)."),
-    out: str = typer.Option("reports/eval", help="Output folder: predictions, items.csv, plots/, report.md."),
+    riq: str = typer.Option("data/riq/test.jsonl", help="Test set (RIQ JSON Lines)."),
+    out: str = typer.Option("reports/eval/synthetic", help="Output folder: predictions, items.csv, plots/, report.md."),
     metrics: str = typer.Option("metrics.json", help="Metrics JSON to write."),
     params: str = typer.Option("params.yaml", help="Params file (sections evaluate, train.reward_weights)."),
+    frames: str = typer.Option("data/frames", help="Frame cache for records without frames_path."),
+    set_name: str = typer.Option("synthetic", "--set", help="Test set name, for the report."),
 ) -> None:
     """Evaluate the base and trained models on the test split (same code as the evaluate stage)."""
     import logging
@@ -371,7 +375,7 @@ def evaluate_cmd(
 
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     try:
-        result = evaluate(base, trained, riq, out, metrics, load_params(params))
+        result = evaluate(base, trained, riq, out, metrics, load_params(params), frames_dir=frames, set_name=set_name)
     except InputError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -382,24 +386,46 @@ def evaluate_cmd(
 
 @app.command("predict")
 def predict_cmd(
+    video: str = typer.Argument(None, help="A video file (frames extracted with the frames params) or a frames .npz; with QUERY."),
+    query: str = typer.Argument(None, help="The query to ground or refuse."),
     model: str = typer.Option(..., "--model", help="Model folder (save_pretrained)."),
-    records: str = typer.Option(..., "--records", help="RIQ records (JSON Lines) with frames_path."),
-    out: str = typer.Option(..., "--out", help='Output JSON Lines of {"id", "completion"}.'),
+    records: str = typer.Option(None, "--records", help="Batch mode: RIQ records (JSON Lines) with frames_path, instead of VIDEO QUERY."),
+    out: str = typer.Option(None, "--out", help='Batch mode: output JSON Lines of {"id", "completion"}.'),
+    params: str = typer.Option(None, "--params", help="Params file for the frames section (VIDEO QUERY on a raw video); default: params.yaml if present, else built-in defaults."),
+    json_out: bool = typer.Option(False, "--json", help="VIDEO QUERY: print one JSON object (relevant, span, explanation, correction, completion)."),
     batch_size: int = typer.Option(16, help="Prompts per generate call."),
     max_new_tokens: int = typer.Option(96, help="Most new tokens per completion."),
     threads: int = typer.Option(1, help="CPU threads for torch (0 = torch default; 1 is fastest for the tiny model)."),
 ) -> None:
-    """Greedy completions for RIQ records (the input of `rarft metrics --predictions`)."""
-    from pipeline.inference import predict
-    from pipeline.io import InputError, write_jsonl
-    from pipeline.metrics import read_riq
+    """Greedy answer(s) of a model: `--model DIR VIDEO "query"` prints the span or the refusal with
+    explanation and correction; `--model DIR --records R.jsonl --out P.jsonl` writes the input of
+    `rarft metrics --predictions`."""
+    import json
+    from pathlib import Path
 
+    from pipeline.io import InputError, write_jsonl
+
+    if (records is None) == (video is None) or (records is not None and out is None) or (video is not None and query is None):
+        typer.echo('error: give either VIDEO "QUERY" or --records R.jsonl --out P.jsonl', err=True)
+        raise typer.Exit(2)
     try:
-        preds = predict(model, read_riq(records), batch_size=batch_size, max_new_tokens=max_new_tokens, num_threads=threads)
+        if records is not None:
+            from pipeline.inference import predict
+            from pipeline.metrics import read_riq
+
+            preds = predict(model, read_riq(records), batch_size=batch_size, max_new_tokens=max_new_tokens, num_threads=threads)
+            typer.echo(f"{write_jsonl(out, preds)} predictions -> {out}")
+            return
+        from pipeline.params import Params, load_params
+        from pipeline.predict import predict_video, render
+
+        params_path = params or ("params.yaml" if Path("params.yaml").is_file() else None)
+        frames = load_params(params_path).frames if params_path else Params().frames
+        (answer,) = predict_video(model, video, [query], frames, max_new_tokens=max_new_tokens, num_threads=threads)
     except InputError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"{write_jsonl(out, preds)} predictions -> {out}")
+    typer.echo(json.dumps(answer) if json_out else render(answer))
 
 
 if __name__ == "__main__":

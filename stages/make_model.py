@@ -1,0 +1,25 @@
+"""Stage make_model: RIQ train split + frame cache -> models/base (tiny build + warm start, or a hub snapshot)."""
+
+from __future__ import annotations
+
+import argparse
+
+from pipeline.model import make_model, read_train_records, summary_line
+from pipeline.params import load_params
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--riq", required=True, help="train.jsonl (tokenizer text and warm-start targets of the tiny model)")
+    parser.add_argument("--frames", required=True, help="frame cache folder (<video_id>.npz)")
+    parser.add_argument("--out", required=True, help="output save_pretrained folder")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    records = read_train_records(args.riq) if params.model.source == "tiny" else []
+    summary = make_model(params.model, records, args.frames, args.out, frames=params.frames)
+    print(summary_line(summary))
+
+
+if __name__ == "__main__":
+    main()
