@@ -90,3 +90,18 @@ def read_records(path: str | os.PathLike) -> list[dict]:
             raise InputError(f"{path}: expected a JSON list of records")
         return data
     return [obj for _, obj in read_jsonl(path)]
+
+
+def one_line_errors(main):
+    """Wrap a stage's main(): bad input ends the run with its one-line message, not a traceback."""
+    import functools
+    import sys
+
+    @functools.wraps(main)
+    def run(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except InputError as exc:
+            sys.exit(f"error: {exc}")
+
+    return run

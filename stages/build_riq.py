@@ -7,8 +7,10 @@ import json
 
 from pipeline.params import load_params
 from pipeline.riq_build import build_riq
+from pipeline.io import one_line_errors
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--annotations", required=True, help="annotations.jsonl (one VideoLog per line)")

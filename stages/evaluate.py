@@ -8,8 +8,10 @@ import logging
 
 from pipeline.evaluate import evaluate
 from pipeline.params import load_params
+from pipeline.io import one_line_errors
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--base", required=True, help="base model folder (save_pretrained)")

@@ -6,8 +6,10 @@ import argparse
 
 from pipeline.model import make_model, read_train_records, summary_line
 from pipeline.params import load_params
+from pipeline.io import one_line_errors
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--riq", required=True, help="train.jsonl (tokenizer text and warm-start targets of the tiny model)")
