@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-COPY = ["pipeline", "stages", "configs", "dvc.yaml", "params.yaml", "pyproject.toml"]
+COPY = ["pipeline", "stages", "configs", "data/import", "dvc.yaml", "params.yaml", "pyproject.toml"]
 
 # Each value shrunk from the default so the whole method runs in a few minutes on 2 cores.
 SMALL = {
@@ -55,7 +55,7 @@ def repo(tmp_path_factory) -> Path:
     for name in COPY:
         src = ROOT / name
         if src.is_dir():
-            shutil.copytree(src, d / name, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(src, d / name, ignore=shutil.ignore_patterns("__pycache__"))  # data/import: build_riq dep
         elif src.exists():
             shutil.copy2(src, d / name)
     params = yaml.safe_load((d / "params.yaml").read_text())
