@@ -333,8 +333,10 @@ def train_cmd(
     live: str = typer.Option("reports/train", help="DVCLive folder for the training curves."),
     params: str = typer.Option("params.yaml", help="Params file (sections train, model)."),
     max_steps: int = typer.Option(None, help="Override train.max_steps."),
+    checkpoints: str = typer.Option("scratch/checkpoints", help="Resumable checkpoints folder (a rerun resumes from it)."),
 ) -> None:
-    """GRPO (RA-RFT) of the base policy (same code as the train stage)."""
+    """GRPO (RA-RFT) of the base policy in this process (same code as the train stage; for several
+    processes or DeepSpeed run `python -m stages.train`, which launches them)."""
     import json
 
     from pipeline.io import InputError
@@ -345,11 +347,30 @@ def train_cmd(
         p = load_params(params)
         if max_steps is not None:
             p = p.model_copy(update={"train": p.train.model_copy(update={"max_steps": max_steps})})
-        summary = train(p, model, riq, out, live)
+        summary = train(p, model, riq, out, live, checkpoints)
     except InputError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(json.dumps(summary))
+
+
+@app.command("profile")
+def profile_cmd(
+    name: str = typer.Argument(..., help="Profile: cpu (the defaults) or a configs/profiles/<name>.yaml, e.g. gpu8."),
+    params: str = typer.Option("params.yaml", help="Params file to rewrite."),
+) -> None:
+    """Write a profile's values into params.yaml (then `dvc exp run`); prints the changed keys."""
+    from pipeline.io import InputError
+    from pipeline.profiles import apply_profile
+
+    try:
+        changed = apply_profile(name, params)
+    except InputError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for key, (old, new) in changed.items():
+        typer.echo(f"{key}: {old!r} -> {new!r}")
+    typer.echo(f"{params}: profile {name} ({len(changed)} keys changed)")
 
 
 # --- evaluate (evaluate, predict) -------------------------------------------

@@ -79,6 +79,7 @@ class VideoGRPOTrainer(GRPOTrainer):
         # Videos are decoded once per process and re-used across the num_generations copies and epochs.
         self._load_frames = functools.lru_cache(maxsize=frames_cache_size)(frames_loader or _default_loader)
         self._video: list[dict] | None = None  # the per-sample video fields of the batch being processed
+        self._rollout: list[tuple] | None = None  # (prompt text, frames) per sample, for vLLM rollouts
         # TRL suppresses only the image placeholder; a sampled video/vision token in a rollout would desync
         # placeholder tokens and vision features in every later forward, so none may be generated.
         config = self.accelerator.unwrap_model(self.model).config
@@ -96,6 +97,9 @@ class VideoGRPOTrainer(GRPOTrainer):
         batch = batch_inputs(self.processing_class, [prompt for prompt, _ in unique], videos)
         encoded = dict(zip(unique, split_video_batch(batch, self.accelerator.device), strict=True))
         self._video = [encoded[k] for k in keys]
+        if self.use_vllm:
+            frames = dict(zip(unique, videos, strict=True))
+            self._rollout = [(prompt, frames[(prompt, path)]) for prompt, path in keys]
         try:
             output = super()._generate_and_score_completions(inputs)
             # A list, one entry per completion: TRL's shuffle_sequence_dict / split_tensor_dict move it in
@@ -103,7 +107,35 @@ class VideoGRPOTrainer(GRPOTrainer):
             output["video_inputs"] = self._video
         finally:
             self._video = None
+            self._rollout = None
         return output
+
+    # Override 6 (vLLM, colocate mode; needs a GPU and vLLM, not exercised by the CPU tests): TRL hands vLLM
+    # images only. vLLM gets each prompt's text, whose single <|video_pad|> it expands itself, and the cached
+    # frames with their true fps (do_sample_frames off: they are already sampled); the log-prob forwards keep
+    # this trainer's prompt ids and video tensors, built from the same frames and fps.
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        if not (self.use_vllm and self._rollout is not None):
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+        if self.vllm_mode != "colocate":
+            raise ValueError("video rollouts with vLLM are implemented for vllm_mode='colocate' only")
+        from trl.generation.vllm_generation import extract_logprobs
+        from vllm import SamplingParams
+
+        from pipeline.video_inputs import video_metadata
+
+        if self.state.global_step != self._last_loaded_step:
+            self.vllm_generation.sync_weights()
+            self._last_loaded_step = self.state.global_step
+        sampling = SamplingParams(n=1, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k or -1,
+                                  min_p=self.min_p or 0.0, repetition_penalty=self.repetition_penalty,
+                                  max_tokens=self.max_completion_length, logprobs=0)
+        rows = [{"prompt": prompt, "multi_modal_data": {"video": (video.frames, video_metadata(video))},
+                 "mm_processor_kwargs": {"do_sample_frames": False}} for prompt, video in self._rollout]
+        outputs = self.vllm_generation.llm.generate(rows, sampling_params=sampling, use_tqdm=False)
+        completion_ids = [list(out.token_ids) for request in outputs for out in request.outputs]
+        logprobs, _ = extract_logprobs(outputs)
+        return completion_ids, [[lp[0] for lp in seq] for seq in logprobs] if logprobs is not None else None
 
     # Override 2: TRL's tokenization handles only images; hand it the video prompt ids and fields instead.
     # Tensors go to generate() as they are; mm_token_type_ids as per-prompt lists so TRL left-pads them
@@ -150,6 +182,33 @@ class VideoGRPOTrainer(GRPOTrainer):
             torch.cat(entropies, dim=0) if compute_entropy else None,
             torch.stack(aux).mean() if compute_aux_loss else None,
         )
+
+    # Override 7 (resume): TRL's RepeatSampler draws each epoch's order from one generator stream, which a
+    # resumed run restarts at epoch 0, so a run resumed after an epoch boundary would replay epoch 0's order.
+    # Seeding by (seed, epoch) in set_epoch (transformers calls it before every epoch, also on resume)
+    # gives every epoch the same order whether or not the run was interrupted.
+    def _get_train_sampler(self, dataset=None):
+        sampler = super()._get_train_sampler(dataset)
+        base_seed = sampler.seed if sampler.seed is not None else self.args.seed
+
+        def set_epoch(epoch: int) -> None:
+            sampler.generator.manual_seed(base_seed + epoch)
+
+        sampler.set_epoch = set_epoch
+        return sampler
+
+    # Override 5 (resume): transformers 5.24 saves Qwen2.5-VL checkpoints under the hub key names
+    # ("model.layers.*", "visual.*") but Trainer's resume loads them with a plain load_state_dict: every key
+    # misses, it only warns, and training "resumes" from the initial weights. from_pretrained maps the
+    # names; strict loading makes any other mismatch fail loudly. (DeepSpeed resumes through its own
+    # engine checkpoint and does not come here.)
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        target = self.model if model is None else model
+        if model is not None or not hasattr(target, "config"):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        loaded = type(target).from_pretrained(resume_from_checkpoint, dtype=next(target.parameters()).dtype)
+        target.load_state_dict(loaded.state_dict(), strict=True)
+        del loaded
 
     # Override 4: TRL's loss forward reads image keys only; expose this micro-batch's videos to override 3.
     def _compute_loss(self, model, inputs):

@@ -105,7 +105,9 @@ def _epoch_callback():
         epoch = 0
 
         def on_epoch_begin(self, args, state, control, **kwargs):
-            self.epoch = int(round(state.epoch or 0))
+            # floor, not round: a run resumed mid-epoch starts with a fractional state.epoch (e.g. 0.6)
+            # and must keep drawing that epoch's pool members.
+            self.epoch = int((state.epoch or 0) + 1e-6)
 
     return PoolEpoch()
 
@@ -193,13 +195,74 @@ def grpo_config(tp: TrainParams, output_dir: str | Path, reward_weights: list[fl
         reward_weights=reward_weights,
         logging_steps=tp.logging_steps,
         report_to="none",  # curves go through the DVCLive callback into a declared folder
-        save_strategy="no",  # the final model is saved once, atomically, by save_policy
         remove_unused_columns=False,  # the rewards read the RIQ columns
         dataloader_num_workers=0,  # pool draws read the epoch set in the main process
+        **distributed_settings(tp),
+        **checkpoint_settings(tp),
+        **rollout_settings(tp),
     )
 
 
-def live_callback(live_dir: str | Path):
+def distributed_settings(tp: TrainParams) -> dict:
+    """GRPOConfig keys for DeepSpeed and for processes without CUDA."""
+    import torch
+
+    from pipeline.launch import deepspeed_config
+
+    ds = deepspeed_config(tp.launch)
+    if ds is not None:
+        # Given to the config (not only to accelerate) so transformers builds the ZeRO-3 context before
+        # from_pretrained and fills the JSON's "auto" values from these params.
+        return {"deepspeed": str(ds)}
+    # Without CUDA, transformers only treats a torchrun/accelerate world as distributed (gloo) with use_cpu.
+    return {"use_cpu": not torch.cuda.is_available()}
+
+
+def checkpoint_settings(tp: TrainParams) -> dict:
+    if tp.checkpoint_steps == 0:
+        return {"save_strategy": "no"}  # the final model is saved once, atomically, by save_policy
+    return {"save_strategy": "steps", "save_steps": tp.checkpoint_steps, "save_total_limit": tp.checkpoint_keep}
+
+
+def rollout_settings(tp: TrainParams) -> dict:
+    """vLLM (TRL colocate mode) when asked for and installed; HF generate otherwise."""
+    if not tp.use_vllm:
+        return {"use_vllm": False}
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        print("[train] train.use_vllm is true but vLLM is not installed: rollouts use HF generate", flush=True)
+        return {"use_vllm": False}
+    return {"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": tp.vllm_gpu_memory_utilization}
+
+
+def resolve_attention(requested: str) -> str:
+    """``model.attn_implementation``, with flash_attention_2 falling back to sdpa (logged) when it cannot run."""
+    import importlib.util
+
+    import torch
+
+    if requested == "flash_attention_2" and (importlib.util.find_spec("flash_attn") is None or not torch.cuda.is_available()):
+        why = "flash-attn is not installed" if importlib.util.find_spec("flash_attn") is None else "no CUDA device"
+        print(f"[train] attention: sdpa (model.attn_implementation is flash_attention_2 but {why})", flush=True)
+        return "sdpa"
+    print(f"[train] attention: {requested}", flush=True)
+    return requested
+
+
+def freeze_vision_tower(model) -> int:
+    """Freeze the vision transformer blocks, keep the merger trainable; return the frozen parameter count."""
+    from pipeline.memory import is_frozen_vision
+
+    frozen = 0
+    for name, param in model.named_parameters():
+        if is_frozen_vision(name):
+            param.requires_grad_(False)
+            frozen += param.numel()
+    return frozen
+
+
+def live_callback(live_dir: str | Path, resume: bool = False):
     """DVCLive logger of TRL's logs; only the main process writes, and never dvc.yaml or an experiment."""
     from accelerate import PartialState
     from dvclive import Live
@@ -213,7 +276,7 @@ def live_callback(live_dir: str | Path):
                 self.live.step = state.global_step
             super().on_log(args, state, control, **kwargs)
 
-    live = Live(str(live_dir), dvcyaml=None, save_dvc_exp=False) if PartialState().is_main_process else None
+    live = Live(str(live_dir), dvcyaml=None, save_dvc_exp=False, resume=resume) if PartialState().is_main_process else None
     return StepAligned(live=live, log_model=False)
 
 
@@ -241,9 +304,15 @@ def save_policy(trainer, out_dir: str | Path) -> None:
 
 
 # --------------------------------------------------------------------------- main
-def build_trainer(params: Params, model_dir: str | Path, riq_path: str | Path, live_dir: str | Path, work_dir: str | Path):
-    """The VideoGRPOTrainer for a run: policy from ``model_dir``, data from ``riq_path``."""
+def build_trainer(params: Params, model_dir: str | Path, riq_path: str | Path, live_dir: str | Path, work_dir: str | Path,
+                  resume: bool = False):
+    """The VideoGRPOTrainer for a run: policy from ``model_dir``, data from ``riq_path``.
+
+    ``work_dir`` is the Trainer's output_dir (where checkpoints go); ``resume`` appends to ``live_dir``.
+    """
+    from pipeline.checkpoints import marker_callback
     from pipeline.grpo import VideoGRPOTrainer
+    from pipeline.memory import check_fits
     from pipeline.video_inputs import load_policy, prompt_text
 
     tp = params.train
@@ -251,9 +320,15 @@ def build_trainer(params: Params, model_dir: str | Path, riq_path: str | Path, l
     records = read_train_records(riq_path)
     if not (Path(model_dir) / "config.json").is_file():
         raise InputError(f"{model_dir}: not a saved model (no config.json); run make_model first")
+    # Fail before loading multi-GB weights when the config cannot fit (no check without CUDA).
+    estimate = check_fits(params, model_dir, [r.frames_path for r in records])
+    if estimate is not None:
+        print(f"[train] memory estimate per GPU: {estimate.total:.1f} GiB ({estimate.table()})", flush=True)
     # The config comes first: under ZeRO-3 it makes from_pretrained load the weights already partitioned.
     args = grpo_config(tp, work_dir, weights)
-    model, processor = load_policy(model_dir, attn_implementation=params.model.attn_implementation)
+    model, processor = load_policy(model_dir, attn_implementation=resolve_attention(params.model.attn_implementation))
+    if tp.freeze_vision_tower:
+        print(f"[train] vision tower frozen except the merger: {freeze_vision_tower(model):,} parameters", flush=True)
     dataset, clock = build_dataset(records, lambda q: prompt_text(processor, q), tp.answerable_fraction, tp.seed)
     return VideoGRPOTrainer(
         model=model,
@@ -261,31 +336,63 @@ def build_trainer(params: Params, model_dir: str | Path, riq_path: str | Path, l
         args=args,
         train_dataset=dataset,
         processing_class=processor,
-        callbacks=[clock, live_callback(live_dir)],
+        callbacks=[clock, live_callback(live_dir, resume=resume), marker_callback(live_dir)],
         frames_cache_size=tp.frames_cache_size,
     )
 
 
-def run(trainer, out_dir: str | Path) -> dict:
-    """Train, save the policy to ``out_dir``, return a summary (first/last logged curves)."""
+def run(trainer, out_dir: str | Path, resume_from: str | Path | None = None) -> dict:
+    """Train (from a checkpoint when given), save the policy to ``out_dir``, return a summary."""
     start = time.perf_counter()
-    trainer.train()
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     save_policy(trainer, out_dir)
     logs = [h for h in trainer.state.log_history if "reward" in h]
     return {
         "steps": trainer.state.global_step,
         "rows": len(trainer.train_dataset),
+        "resumed_from": str(resume_from) if resume_from else None,
+        "processes": trainer.accelerator.num_processes,
+        "zero_stage": trainer.accelerator.state.deepspeed_plugin.zero_stage if trainer.is_deepspeed_enabled else 0,
         "seconds": round(time.perf_counter() - start, 1),
         "first": {k: logs[0].get(k) for k in CURVES} if logs else {},
         "last": {k: logs[-1].get(k) for k in CURVES} if logs else {},
     }
 
 
-def train(params: Params, model_dir: str | Path, riq_path: str | Path, out_dir: str | Path, live_dir: str | Path) -> dict:
-    """Run GRPO; write ``out_dir`` (save_pretrained) and the DVCLive folder ``live_dir``; return a summary."""
+def train(params: Params, model_dir: str | Path, riq_path: str | Path, out_dir: str | Path, live_dir: str | Path,
+          checkpoints_dir: str | Path | None = None) -> dict:
+    """Run GRPO; write ``out_dir`` (save_pretrained) and the DVCLive folder ``live_dir``; return a summary.
+
+    With ``checkpoints_dir`` and ``train.checkpoint_steps`` > 0 the run checkpoints into
+    ``checkpoints_dir/<run key>`` and resumes from its newest complete checkpoint
+    (pipeline.checkpoints); the folder is deleted once the model is saved.
+    """
+    from accelerate import PartialState
+
+    from pipeline.checkpoints import latest_checkpoint, restore_live, run_key
+
     out = Path(out_dir)
-    work = out.parent / f".{out.name}.work"  # Trainer's output_dir; nothing is checkpointed there
+    resume_from = None
+    if checkpoints_dir is not None and params.train.checkpoint_steps > 0:
+        records = read_train_records(riq_path)
+        work = Path(checkpoints_dir) / run_key(params, model_dir, riq_path, (r.frames_path for r in records))
+        resume_from = latest_checkpoint(work)
+        if resume_from is not None:
+            print(f"[train] resuming from {resume_from}", flush=True)
+            if PartialState().is_main_process:
+                restore_live(resume_from, live_dir)
+            PartialState().wait_for_everyone()
+        else:
+            print(f"[train] checkpoints: {work}", flush=True)
+    else:
+        work = out.parent / f".{out.name}.work"  # Trainer's output_dir; nothing is checkpointed there
+    trainer = build_trainer(params, model_dir, riq_path, live_dir, work, resume=resume_from is not None)
     try:
-        return run(build_trainer(params, model_dir, riq_path, live_dir, work), out)
-    finally:
+        summary = run(trainer, out, resume_from)
+    except BaseException:
+        if work.name.startswith("."):
+            shutil.rmtree(work, ignore_errors=True)
+        raise  # checkpoints stay for the next run to resume from
+    if trainer.accelerator.is_main_process:
         shutil.rmtree(work, ignore_errors=True)
+    return summary

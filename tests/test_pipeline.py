@@ -103,8 +103,14 @@ def test_repro_end_to_end(repo: Path):
     # A reward weight only touches train and evaluate.
     out = _run([dvc, "exp", "run", "-S", "train.reward_weights.format=0.5"], repo)
     assert _ran(out) == {"train", "evaluate@synthetic"}
-    diff = _run([dvc, "metrics", "diff", "--json"], repo)
-    assert "reward.total" in diff
+    # The new weight reached evaluate: reward.total is the weighted sum of the reward means.
+    after = json.loads((repo / "metrics.json").read_text())
+    for model in ("base", "trained"):
+        r = after[model]["reward"]
+        expected = 0.5 * r["format"] + r["refuse_iou"] + r["explain"] + r["correction"]
+        assert r["total"] == pytest.approx(expected, abs=1e-6)
+    diff = json.loads(_run([dvc, "metrics", "diff", "--all", "--json"], repo))
+    assert "base.reward.total" in diff["metrics.json"]
 
     # A frame parameter reruns frame extraction and everything downstream, not the download.
     out = _run([dvc, "exp", "run", "-S", "frames.fps=1.0"], repo)

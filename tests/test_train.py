@@ -244,28 +244,5 @@ def test_trainer_config_is_explicit(run):
     assert {vocab.video_token_id, vocab.image_token_id, vocab.vision_start_token_id} <= set(trainer.generation_config.suppress_tokens)
 
 
-# --------------------------------------------------------------------------- GPU profile
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def test_gpu_profile_and_deepspeed_configs():
-    from accelerate.commands.config.config_args import load_config_from_file
-    from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
-
-    from pipeline.params import load_params
-    from pipeline.train import grpo_config
-
-    gpu = load_params(ROOT / "configs" / "params_gpu8.yaml")
-    t = gpu.train
-    assert (t.learning_rate, t.beta, t.num_generations, t.temperature, t.num_train_epochs, t.per_device_train_batch_size) == (5e-7, 0.05, 4, 1.0, 1.0, 1)
-    assert t.bf16 and gpu.model.source == "hub" and (8 * t.per_device_train_batch_size) % t.num_generations == 0
-    launch = load_config_from_file(str(ROOT / "configs" / "accelerate_8gpu.yaml"))
-    assert launch.num_processes == 8 and launch.distributed_type == "DEEPSPEED"
-    assert (ROOT / launch.deepspeed_config["deepspeed_config_file"]).resolve() == ROOT / "configs" / "zero3.json"
-    # transformers fills the "auto" values from the GRPOConfig the stage builds (bf16 off: this box has no GPU).
-    ds = HfTrainerDeepSpeedConfig(str(ROOT / "configs" / "zero3.json"))
-    # One process here, so one group of 4 per device stands in for 8 GPUs x 1.
-    ds.trainer_config_process(grpo_config(t.model_copy(update={"bf16": False, "per_device_train_batch_size": 4}), "unused", [1.0] * 4))
-    assert ds.is_zero3() and ds.config["bf16"]["enabled"] is False
-    assert ds.config["train_micro_batch_size_per_gpu"] == 4 and ds.config["gradient_clipping"] == 1.0
-    assert ds.config["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
+# The GPU profile, launcher, DeepSpeed and multi-process checks are in tests/test_distributed.py;
+# checkpoints and resume in tests/test_resume.py.
