@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from pydantic import ValidationError
 
 from pipeline import categorize, rewards, sbert
 from pipeline.io import InputError, read_jsonl
 from pipeline.prompt import parse_completion
-from pipeline.riq import RiqRecord
+from pipeline.riq import RiqRecord, read_riq  # noqa: F401  (read_riq: re-exported for callers)
 
 THRESHOLDS = (0.3, 0.5, 0.7)
 THRESHOLD_OPS = (">=", ">")
@@ -299,20 +298,6 @@ def per_item(records: Sequence[RiqRecord], completions: Sequence, reward_weights
 
 
 # --------------------------------------------------------------------------- files
-def read_riq(path: str | Path) -> list[RiqRecord]:
-    """RIQ records from JSON Lines; a bad record fails naming file, line, id and field."""
-    path = Path(path)
-    out = []
-    for lineno, obj in read_jsonl(path):
-        try:
-            out.append(RiqRecord.model_validate(obj))
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            key = ".".join(str(p) for p in err["loc"]) or "<record>"
-            raise InputError(f"{path}:{lineno}: record {obj.get('id', '?')!r}: {key}: {err['msg']}") from None
-    return out
-
-
 def read_completions(path: str | Path, records: Sequence[RiqRecord], *, unique: bool) -> tuple[list[RiqRecord], list[str], list[str]]:
     """Match ``{"id", "completion"}`` lines to records; returns (records, ids, completions) in file order.
 

@@ -27,26 +27,15 @@ from pathlib import Path
 from pipeline.io import InputError, write_json
 from pipeline.params import FramesParams, ModelParams, WarmStartParams
 from pipeline.prompt import INSTRUCTION, NIL, format_span, parse_completion
-from pipeline.riq import RiqRecord
+from pipeline.riq import RiqRecord, read_riq
 
 SUMMARY_FILE = "make_model.json"
 
 
 # --------------------------------------------------------------------------- records
 def read_train_records(path: str | Path) -> list[RiqRecord]:
-    """RIQ records from a JSONL/JSON file; a bad record raises InputError naming file, id and field."""
-    from pydantic import ValidationError
-
-    from pipeline.io import read_records
-
-    out = []
-    for i, obj in enumerate(read_records(path)):
-        try:
-            out.append(RiqRecord.model_validate(obj))
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            field = ".".join(str(p) for p in err["loc"]) or "<record>"
-            raise InputError(f"{path}: record {obj.get('id', f'#{i + 1}')}: {field}: {err['msg']}") from None
+    """RIQ records of the train split; a bad record raises InputError naming file, line, id and field."""
+    out = read_riq(path)
     if not out:
         raise InputError(f"{path}: no records")
     return out

@@ -178,3 +178,37 @@ if __name__ == "__main__":  # python -m pipeline.riq docs/riq.schema.json
     from pipeline.io import write_json
 
     write_json(sys.argv[1] if len(sys.argv) > 1 else "docs/riq.schema.json", json_schema())
+
+
+def read_riq(path) -> list[RiqRecord]:
+    """RIQ records from JSON Lines (or a JSON list); a bad record fails naming file, line, id and field."""
+    import json
+    from pathlib import Path
+
+    from pydantic import ValidationError
+
+    from pipeline.io import InputError, read_jsonl
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: not found")
+    if path.suffix == ".json":
+        try:
+            items = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        if not isinstance(items, list):
+            raise InputError(f"{path}: expected a JSON list of records")
+        rows = [(f"item {i}", obj) for i, obj in enumerate(items, 1)]
+    else:
+        rows = [(str(lineno), obj) for lineno, obj in read_jsonl(path)]
+    out = []
+    for where, obj in rows:
+        try:
+            out.append(RiqRecord.model_validate(obj))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            key = ".".join(str(p) for p in err["loc"]) or "<record>"
+            rid = obj.get("id", "?") if isinstance(obj, dict) else "?"
+            raise InputError(f"{path}:{where}: record {rid!r}: {key}: {err['msg']}") from None
+    return out

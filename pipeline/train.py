@@ -35,10 +35,8 @@ CURVES = ("reward", "kl", "completions/mean_length")
 # --------------------------------------------------------------------------- data
 def read_train_records(path: str | Path) -> list[RiqRecord]:
     """RIQ records that have a frames file; a bad record fails naming file, line, id and field."""
-    from pipeline.metrics import read_riq
+    from pipeline.riq import read_riq
 
-    if not Path(path).is_file():
-        raise InputError(f"{path}: not found")
     records = read_riq(path)
     for rec in records:
         if not rec.frames_path:

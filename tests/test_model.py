@@ -314,5 +314,5 @@ def test_stage_cli_and_bad_records(riq_data, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(_record("v0", 0, True) | {"duration": -1}) + "\n")
     # The stage ends with the one-line message (no traceback).
-    with pytest.raises(SystemExit, match=r"^error: .*bad.jsonl: record v0-q0: duration"):
+    with pytest.raises(SystemExit, match=r"^error: .*bad.jsonl:1: record 'v0-q0': duration"):
         main(["--riq", str(bad), "--frames", str(riq_data / "frames"), "--out", str(tmp_path / "m2"), "--params", str(params)])
