@@ -182,24 +182,17 @@ if __name__ == "__main__":  # python -m pipeline.riq docs/riq.schema.json
 
 def read_riq(path) -> list[RiqRecord]:
     """RIQ records from JSON Lines (or a JSON list); a bad record fails naming file, line, id and field."""
-    import json
     from pathlib import Path
 
     from pydantic import ValidationError
 
-    from pipeline.io import InputError, read_jsonl
+    from pipeline.io import InputError, read_jsonl, read_records
 
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: not found")
     if path.suffix == ".json":
-        try:
-            items = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-        if not isinstance(items, list):
-            raise InputError(f"{path}: expected a JSON list of records")
-        rows = [(f"item {i}", obj) for i, obj in enumerate(items, 1)]
+        rows = [(f"item {i}", obj) for i, obj in enumerate(read_records(path), 1)]
     else:
         rows = [(str(lineno), obj) for lineno, obj in read_jsonl(path)]
     out = []
