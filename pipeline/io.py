@@ -105,3 +105,16 @@ def one_line_errors(main):
             sys.exit(f"error: {exc}")
 
     return run
+
+
+def read_yaml(path: str | os.PathLike, what: str = "YAML"):
+    """Parse a YAML (or JSON) file; a missing or unparsable file is one InputError line."""
+    import yaml
+
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: not found") from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid {what} ({str(exc).splitlines()[0]})") from None

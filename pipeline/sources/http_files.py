@@ -24,10 +24,9 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
 import requests
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipeline.io import InputError, write_json
+from pipeline.io import InputError, read_yaml, write_json
 from pipeline.params import DownloadParams, HttpParams
 from pipeline.sources import PARTIAL_DIR, VIDEO_EXTS, SourceResult, progress_bar, unsafe_id
 from pipeline.sources.archives import extract_archive, member_problem
@@ -60,12 +59,7 @@ class FetchError(Exception):
 # --------------------------------------------------------------------------- manifests
 def load_manifest(path: Path) -> list[FileEntry]:
     """Entries of a manifest or preset file (a list, or a mapping with ``files:``); bad entries fail in one line."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: not found") from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML/JSON ({str(exc).splitlines()[0]})") from None
+    data = read_yaml(path, "YAML/JSON")
     rows = data.get("files") if isinstance(data, dict) else data
     if not isinstance(rows, list):
         raise InputError(f"{path}: expected a list of files (or a mapping with 'files:')")
