@@ -42,16 +42,19 @@ def read_train_records(path: str | Path) -> list[RiqRecord]:
 
 
 def reference_completion(record: RiqRecord) -> str:
-    """The ideal completion for a record: the warm-start target."""
+    """The ideal completion for a record: the warm-start target.
+
+    The think opens by quoting the query, so the decision that follows sits right
+    after the words it depends on; the answer then copies the span from the think.
+    """
     query = " ".join(record.problem.split())
     if record.task_type == "answerable":
         span = format_span(*record.span)
-        # The span is written in the think exactly as in the answer: the answer then copies it.
-        think = f"The query \"{query}\" happens in the video from {span} seconds."
-        return f"<think>{think}</think> <answer>{span}</answer> <correction>{NIL}</correction>"
+        return (f"<think>\"{query}\": it happens from {span} seconds.</think> "
+                f"<answer>{span}</answer> <correction>{NIL}</correction>")
     target = record.correction_target or ""
-    think = f"No moment in the video matches \"{query}\"; what it does show is \"{target}\"."
-    return f"<think>{think}</think> <answer>{record.explanation or ''}</answer> <correction>{target}</correction>"
+    return (f"<think>\"{query}\": no moment matches; the video shows \"{target}\".</think> "
+            f"<answer>{record.explanation or ''}</answer> <correction>{target}</correction>")
 
 
 def tokenizer_corpus(records: Sequence[RiqRecord]) -> list[str]:
@@ -277,9 +280,23 @@ def _make_tiny(params: ModelParams, records, frames_dir, out: Path, frames: Fram
         "train_records": len(fit),
         "holdout_records": len(held),
     }
+    vp = params.vision_pretrain
+    if vp.steps > 0:
+        from pipeline.vision_pretrain import pretrain_vision, word_auc
+
+        before = word_auc(model, processor, held, frames_dir, fit, vp.max_video_share) if held else None
+        summary["vision_pretrain"] = pretrain_vision(
+            model, processor, fit, frames_dir, steps=vp.steps, learning_rate=vp.learning_rate,
+            batch_size=vp.batch_size, max_video_share=vp.max_video_share, seed=params.tiny.seed)
+        if held:
+            summary["vision_pretrain"]["holdout_word_auc_before"] = before
+            summary["vision_pretrain"]["holdout_word_auc"] = word_auc(
+                model, processor, held, frames_dir, fit, vp.max_video_share)
     if ws.epochs > 0:
         sft = balance(fit, ws.answerable_fraction, params.tiny.seed)
+        model.model.visual.requires_grad_(not ws.freeze_vision)
         summary["warm_start"] = warm_start(model, processor, sft, frames_dir, ws, params.tiny.seed)
+        model.model.visual.requires_grad_(True)
         summary["warm_start"]["records"] = len(sft)
         summary["warm_start"]["answerable"] = sum(r.task_type == "answerable" for r in sft)
     if held and ws.eval_records > 0:

@@ -195,8 +195,19 @@ class TinyModelParams(Section):
     seed: int = Field(0, description="Seed of weight initialisation and the warm start.")
 
 
+class VisionPretrainParams(Section):
+    """Word-supervised pretraining of the tiny vision tower (pipeline.vision_pretrain): the
+    stand-in for the image-text pretraining a hub model's tower already has."""
+
+    steps: int = Field(400, ge=0, description="Vision pretraining steps before the warm start (tiny source only); 0 = none (the tower stays random and the decoder learns to ignore it, see docs/MODEL.md).")
+    learning_rate: float = Field(1e-3, gt=0, description="AdamW learning rate of the vision tower and the word embeddings it is read through.")
+    batch_size: int = Field(8, ge=1, description="Videos per step.")
+    max_video_share: float = Field(0.5, gt=0, le=1, description="Target words are those found in the answerable queries of at most this share of train videos: words in most videos ('the', 'moment') say nothing visual.")
+
+
 class WarmStartParams(Section):
-    epochs: float = Field(2.0, ge=0, description="Supervised warm-start epochs over the train split (tiny source only); 0 = none, the model stays random.")
+    epochs: float = Field(8.0, ge=0, description="Supervised warm-start epochs over the train split (tiny source only); 0 = none, the model stays random. 8: at 2-3 epochs the tiny decoder has not yet learnt to copy the query (it quotes the same one whatever was asked), see docs/MODEL.md.")
+    freeze_vision: bool = Field(True, description="Keep the vision tower fixed during the warm start, so the language-model loss does not undo the vision pretraining while the decoder learns to read it.")
     learning_rate: float = Field(2e-3, gt=0, description="Warm-start peak learning rate (cosine decay).")
     batch_size: int = Field(8, ge=1, description="Warm-start batch size.")
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of warm-start steps spent warming the learning rate up.")
@@ -213,6 +224,7 @@ class ModelParams(Section):
     revision: str | None = Field(None, description="Hub revision (commit, tag or branch) to pin when source is 'hub'.")
     attn_implementation: str = Field("sdpa", description="Attention kernel: 'sdpa' (default) or 'flash_attention_2' when flash-attn is installed.")
     tiny: TinyModelParams = Field(default_factory=TinyModelParams, description="Architecture of the tiny model.")
+    vision_pretrain: VisionPretrainParams = Field(default_factory=VisionPretrainParams, description="Vision pretraining of the tiny model.")
     warm_start: WarmStartParams = Field(default_factory=WarmStartParams, description="Supervised warm start of the tiny model.")
 
 

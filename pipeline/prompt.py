@@ -9,13 +9,18 @@ from dataclasses import dataclass
 
 NIL = "NIL"
 
+# The query comes last, right before the model's turn: a small decoder copies and
+# compares it far more easily from there than from the head of a long instruction
+# (the tiny default quoted the wrong query at the head, see docs/MODEL.md); for a
+# 7B model the order is immaterial.
 INSTRUCTION = (
-    "Watch the video and decide whether this query describes something that happens in it: \"{query}\"\n"
+    "Watch the video and decide whether the query below describes something that happens in it. "
     "First reason inside <think></think>, citing time ranges in seconds. "
     "If the video shows it, write the moment as <answer>START to END</answer> in seconds "
     "(for example <answer>12.54 to 17.83</answer>) and then <correction>NIL</correction>. "
     "If nothing in the video matches, say in <answer></answer> that no segment is relevant and why, "
-    "and write in <correction></correction> a corrected query that the video does answer."
+    "and write in <correction></correction> a corrected query that the video does answer.\n"
+    "Query: \"{query}\""
 )
 
 

@@ -169,6 +169,15 @@ def build_tiny_model(tokenizer, params: TinyModelParams):
     config = tiny_config(tokenizer, params)
     torch.manual_seed(params.seed)
     model = Qwen2_5_VLForConditionalGeneration(config).to(torch.float32)
+    # transformers draws every layer from N(0, 0.02), a scale meant for widths in the
+    # thousands; in a 32-wide tower it shrinks what differs between patches to ~0.4% of
+    # each video token. PyTorch's fan-in defaults keep the patches apart; a colour probe
+    # trained through the tower for 400 steps reached held-out BCE 0.29 from them, 0.35
+    # from the transformers init.
+    visual = model.model.visual
+    for module in visual.modules():
+        if module is not visual and hasattr(module, "reset_parameters"):
+            module.reset_parameters()
     ids = tokenizer.convert_tokens_to_ids
     model.generation_config = GenerationConfig(
         eos_token_id=[ids("<|im_end|>"), ids("<|endoftext|>")],

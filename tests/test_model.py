@@ -16,7 +16,7 @@ import torch
 
 from pipeline.frames import VideoFrames, load_frames, save_frames
 from pipeline.io import InputError
-from pipeline.params import ModelParams, TinyModelParams, WarmStartParams
+from pipeline.params import ModelParams, TinyModelParams, VisionPretrainParams, WarmStartParams
 from pipeline.prompt import parse_completion
 from pipeline.riq import RiqRecord
 from pipeline.tiny import build_processor, build_tiny_model, train_tokenizer
@@ -234,9 +234,10 @@ def riq_data(tmp_path_factory):
     return root
 
 
-def _params(**warm) -> ModelParams:
+def _params(vision_steps: int = 3, **warm) -> ModelParams:
     ws = {"epochs": 1.0, "batch_size": 4, "holdout_videos": 1, "eval_records": 2, "max_new_tokens": 12, "logging_steps": 1}
-    return ModelParams(tiny=TINY, warm_start=WarmStartParams(**(ws | warm)))
+    vision = VisionPretrainParams(steps=vision_steps, batch_size=2)
+    return ModelParams(tiny=TINY, vision_pretrain=vision, warm_start=WarmStartParams(**(ws | warm)))
 
 
 def test_reference_completion_is_well_formed():
@@ -268,6 +269,7 @@ def test_make_model_tiny_is_seeded_and_loadable(riq_data, tmp_path):
     s2 = make_model(_params(), records, riq_data / "frames", tmp_path / "b")
     assert s1["train_records"] == 6 and s1["holdout_records"] == 2 and s1["warm_start"]["steps"] == 2
     assert s1["holdout"]["n"] == 2 and 0 <= s1["holdout"]["format_rate"] <= 1
+    assert "vision_pretrain" in s1 and s1["vision_pretrain"] == s2["vision_pretrain"]
     m1, p1 = load_policy(tmp_path / "a")
     m2, _ = load_policy(tmp_path / "b")
     sd1, sd2 = m1.state_dict(), m2.state_dict()

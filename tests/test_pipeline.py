@@ -24,7 +24,8 @@ COPY = ["pipeline", "stages", "configs", "data/import", "dvc.yaml", "params.yaml
 SMALL = {
     "download": {"synthetic": {"n_videos": 10, "min_duration": 8.0, "max_duration": 12.0}},  # 10 short videos
     "riq": {"test_fraction": 0.3},  # enough test videos for both classes
-    "model": {"warm_start": {"epochs": 1.0}},  # format only needs a short warm start
+    "model": {"warm_start": {"epochs": 1.0},  # format only needs a short warm start
+              "vision_pretrain": {"steps": 10}},  # proves the wiring; learning is shown by the default run
     "train": {"max_steps": 2, "max_completion_length": 48},  # two GRPO steps prove the loop
     "evaluate": {"max_new_tokens": 48},
 }

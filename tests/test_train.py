@@ -16,7 +16,8 @@ import torch
 
 from pipeline.frames import load_frames
 from pipeline.io import InputError
-from pipeline.params import FramesParams, ModelParams, Params, RiqParams, SyntheticParams, TinyModelParams, WarmStartParams
+from pipeline.params import (FramesParams, ModelParams, Params, RiqParams, SyntheticParams, TinyModelParams,
+                             VisionPretrainParams, WarmStartParams)
 
 TINY = TinyModelParams(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
                        intermediate_size=64, vision_depth=1, vision_hidden_size=16, vision_num_heads=1, vocab_size=400)
@@ -51,7 +52,7 @@ def base(data, records) -> Path:
     from pipeline.model import make_model
 
     # No warm start: GRPO mechanics do not need a good policy, only a real one.
-    params = ModelParams(tiny=TINY, warm_start=WarmStartParams(epochs=0, eval_records=0))
+    params = ModelParams(tiny=TINY, vision_pretrain=VisionPretrainParams(steps=0), warm_start=WarmStartParams(epochs=0, eval_records=0))
     make_model(params, records, data / "frames", data / "base", frames=FRAMES)
     return data / "base"
 

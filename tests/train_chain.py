@@ -17,7 +17,8 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.params import FramesParams, ModelParams, RiqParams, SyntheticParams, TinyModelParams, WarmStartParams
+from pipeline.params import (FramesParams, ModelParams, RiqParams, SyntheticParams, TinyModelParams,
+                             VisionPretrainParams, WarmStartParams)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = TinyModelParams(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
@@ -39,7 +40,9 @@ def build_chain(root: Path) -> Path:
     build_riq(RiqParams(test_fraction=0.34), root / "raw" / "annotations.jsonl", root / "frames", root / "riq", root / "stats.json")
     records = read_train_records(root / "riq" / "train.jsonl")
     warm = WarmStartParams(epochs=60, learning_rate=2e-2, eval_records=0, holdout_videos=0)
-    make_model(ModelParams(tiny=TINY, warm_start=warm), records, root / "frames", root / "base", frames=FRAMES)
+    # The chain tests GRPO's mechanics on a format-trained policy; seeing the video is not needed.
+    vision = VisionPretrainParams(steps=0)
+    make_model(ModelParams(tiny=TINY, vision_pretrain=vision, warm_start=warm), records, root / "frames", root / "base", frames=FRAMES)
     return root
 
 
