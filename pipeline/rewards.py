@@ -21,6 +21,12 @@ from pipeline.riq import NO_SPAN, RiqRecord
 RewardFn = Callable[..., list[float]]
 
 
+def reference_texts(records: Sequence[RiqRecord]) -> list[str]:
+    """Every reference text the explain and correction rewards compare against (for sbert.warm)."""
+    cols = [reward_columns(r) for r in records]
+    return [c[k] for c in cols for k in ("reference_answer", "contrast_answer", "correction_target") if c[k]]
+
+
 def reward_columns(record: RiqRecord) -> dict:
     """The per-example columns the rewards read (same types on every row, for datasets)."""
     return {

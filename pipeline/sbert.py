@@ -80,6 +80,21 @@ def embed(texts: Sequence[str]) -> np.ndarray:
     return np.stack([table[t] for t in texts]) if texts else _encode([])
 
 
+def warm(texts: Sequence[str]) -> int:
+    """Embed and cache the reference texts a run will use, all in one canonical encode call.
+
+    An embedding depends, at float rounding, on the texts it is batched with (padding
+    changes the matrix shapes). Warmed at the start of training, every reference is
+    computed the same way in an uninterrupted run and in one resumed from a checkpoint,
+    and each reward call encodes only its completions, so a resumed run scores exactly
+    as the uninterrupted one. Returns the number of texts encoded.
+    """
+    known = _lookup(texts)
+    todo = sorted({t for t in texts if t and t not in known})
+    _remember(dict(zip(todo, _encode(todo))))
+    return len(todo)
+
+
 def similarity(a: Sequence[str], b: Sequence[str]) -> list[float]:
     """Pairwise (cos(a_i, b_i) + 1) / 2 in [0, 1]; ``b`` holds reference texts (cached).
 

@@ -328,6 +328,12 @@ def build_trainer(params: Params, model_dir: str | Path, riq_path: str | Path, l
     if tp.freeze_vision_tower:
         print(f"[train] vision tower frozen except the merger: {freeze_vision_tower(model):,} parameters", flush=True)
     dataset, clock = build_dataset(records, lambda q: prompt_text(processor, q), tp.answerable_fraction, tp.seed)
+    if {"explain", "correction"} & set(tp.reward_weights):
+        from pipeline import sbert
+        from pipeline.rewards import reference_texts
+
+        # Same reference embeddings whether the run is fresh or resumed (see sbert.warm).
+        print(f"[train] reference embeddings: {sbert.warm(reference_texts(records)):,} texts", flush=True)
     return VideoGRPOTrainer(
         model=model,
         reward_funcs=funcs,

@@ -222,6 +222,22 @@ def test_similarity_cache_holds_references_only():
         sbert.similarity(["a"], [])
 
 
+def test_warm_makes_scores_independent_of_what_was_cached_before():
+    refs = ["No segment is relevant: the video shows a red square.", "1.00 to 2.50", "a red square"]
+    cands = ["No segment matches the query.", "2.00 to 3.00", "a red box"]
+    sbert.clear_cache()
+    sbert.similarity(["something else"], [refs[1]])  # a reference cached in another batch first
+    assert sbert.warm(refs + [""]) == 2  # only the two uncached, non-empty texts are encoded
+    resumed_like = sbert.similarity(cands, refs)
+    sbert.clear_cache()
+    assert sbert.warm(refs) == 3 and sbert.warm(refs) == 0
+    fresh = sbert.similarity(cands, refs)
+    # Within float rounding either way; the resume test (tests/test_resume.py) needs them bit-equal
+    # when every reference was warmed in the same call, which is what train does.
+    assert resumed_like == pytest.approx(fresh, abs=1e-6)
+    assert rewards.reference_texts([answerable(), refusable()]).count(TARGET) == 1
+
+
 # --------------------------------------------------------------------------- columns, score, total
 def test_reward_columns_uniform_through_datasets():
     from datasets import Dataset
