@@ -322,18 +322,22 @@ def build_trainer(params: Params, model_dir: str | Path, riq_path: str | Path, l
     estimate = check_fits(params, model_dir, [r.frames_path for r in records])
     if estimate is not None:
         print(f"[train] memory estimate per GPU: {estimate.total:.1f} GiB ({estimate.table()})", flush=True)
+    if {"explain", "correction"} & set(tp.reward_weights):
+        import sys
+
+        from pipeline import sbert
+        from pipeline.rewards import reference_texts
+
+        # Same reference embeddings whether the run is fresh or resumed (see sbert.warm). Before the
+        # config: under ZeRO-3 the config makes every from_pretrained, SBERT's too, load partitioned.
+        # stderr: stdout carries each rank's JSON summary, which other ranks' prints must not split.
+        print(f"[train] reference embeddings: {sbert.warm(reference_texts(records)):,} texts", file=sys.stderr, flush=True)
     # The config comes first: under ZeRO-3 it makes from_pretrained load the weights already partitioned.
     args = grpo_config(tp, work_dir, weights)
     model, processor = load_policy(model_dir, attn_implementation=resolve_attention(params.model.attn_implementation))
     if tp.freeze_vision_tower:
         print(f"[train] vision tower frozen except the merger: {freeze_vision_tower(model):,} parameters", flush=True)
     dataset, clock = build_dataset(records, lambda q: prompt_text(processor, q), tp.answerable_fraction, tp.seed)
-    if {"explain", "correction"} & set(tp.reward_weights):
-        from pipeline import sbert
-        from pipeline.rewards import reference_texts
-
-        # Same reference embeddings whether the run is fresh or resumed (see sbert.warm).
-        print(f"[train] reference embeddings: {sbert.warm(reference_texts(records)):,} texts", flush=True)
     return VideoGRPOTrainer(
         model=model,
         reward_funcs=funcs,
