@@ -330,7 +330,7 @@ def build_trainer(params: Params, model_dir: str | Path, riq_path: str | Path, l
 
         # Same reference embeddings whether the run is fresh or resumed (see sbert.warm). Before the
         # config: under ZeRO-3 the config makes every from_pretrained, SBERT's too, load partitioned.
-        # stderr: stdout carries each rank's JSON summary, which other ranks' prints must not split.
+        # stderr: stdout carries the run's JSON summary, which other ranks' prints must not split.
         print(f"[train] reference embeddings: {sbert.warm(reference_texts(records)):,} texts", file=sys.stderr, flush=True)
     # The config comes first: under ZeRO-3 it makes from_pretrained load the weights already partitioned.
     args = grpo_config(tp, work_dir, weights)

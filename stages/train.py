@@ -10,6 +10,8 @@ import argparse
 import json
 import sys
 
+from accelerate import PartialState
+
 from pipeline.launch import relaunch
 from pipeline.params import load_params
 from pipeline.train import train
@@ -32,7 +34,9 @@ def main(argv: list[str] | None = None) -> None:
         print(command)
         return
     summary = train(params, args.model, args.riq, args.out, args.live, args.checkpoints)
-    print(json.dumps(summary))
+    # One summary per run: every rank printing its own interleaved them on one stdout line.
+    if PartialState().is_main_process:
+        print(json.dumps(summary), flush=True)
 
 
 if __name__ == "__main__":
