@@ -26,10 +26,9 @@ from functools import lru_cache
 from lemminflect import getAllLemmas, getInflection
 
 from pipeline.io import InputError
-from pipeline.prompt import format_span
+from pipeline.prompt import NO_SEGMENT, format_span
 from pipeline.riq import DIFFICULTY_EDITS, EDIT_CATEGORY
 
-NO_SEGMENT = "No segment is relevant"
 Similar = Callable[[Sequence[str], Sequence[str]], list[float]]
 
 # Small closed-class seeds: lemminflect knows which parts of speech a word can take,

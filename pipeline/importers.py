@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.io import InputError, read_jsonl
-from pipeline.prompt import format_span, parse_span
+from pipeline.prompt import NO_SEGMENT, format_span, parse_span
 from pipeline.riq import CATEGORIES, is_safe_id
 from pipeline.validate import frames_error, record_errors
 
-NO_SEGMENT = "No segment is relevant"
 QUARANTINE_REASONS = (
     "bad_item", "no_duration", "span_outside_video", "answerable_without_span", "duplicate", "invalid_record", "no_frames",
 )

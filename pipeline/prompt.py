@@ -8,6 +8,8 @@ import re
 from dataclasses import dataclass
 
 NIL = "NIL"
+# How every generated refusal explanation opens (RIQ builder, importers, generators, warm start).
+NO_SEGMENT = "No segment is relevant"
 
 # The query comes last, right before the model's turn: a small decoder copies and
 # compares it far more easily from there than from the head of a long instruction

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from pipeline.events import Action, Color, Event, Shape, Size, VideoLog
 from pipeline.io import write_json, write_jsonl
 from pipeline.params import RiqParams
-from pipeline.prompt import format_span
+from pipeline.prompt import NO_SEGMENT, format_span
 from pipeline.riq import DIFFICULTY_EDITS, EDIT_CATEGORY, RiqRecord
 from pipeline.validate import frames_error, record_errors
 
@@ -38,7 +38,6 @@ RESIZING = ("grows", "shrinks")
 NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 ORDINALS = ("zeroth", "first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
 COUNT_EDITS = (2, 3)
-NO_SEGMENT = "No segment is relevant"
 
 # Phrasings shared by both classes, so the wording never gives the label away.
 # {np}: noun phrase, {vf}: finite verb, {vg}: gerund.
