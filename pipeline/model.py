@@ -18,6 +18,7 @@ import functools
 import json
 import os
 import random
+import re
 import shutil
 import tempfile
 import time
@@ -41,27 +42,63 @@ def read_train_records(path: str | Path) -> list[RiqRecord]:
     return out
 
 
-def reference_completion(record: RiqRecord) -> str:
+# "... the video shows <truth phrase>, not <asked phrase>." (pipeline.riq_build.explanation)
+_SHOWS = re.compile(r"the video shows (?P<seen>.+), not (?P<asked>.+)\.$")
+
+
+def verify_phrases(records: Sequence[RiqRecord]) -> dict[str, tuple[str, str]]:
+    """record id -> (asked, seen): the event the query asks for and the nearest one the video shows,
+    both as the plain phrases of the records' explanations ("the small red square moving left").
+
+    A refusable record states both in its explanation. An answerable record asks for what its
+    video shows; its phrase is read from a refusal of the same video that corrects back to it
+    (shortest, definite article first). Records without such text (imported sets with free-form
+    explanations) are left out and keep the quoting think.
+    """
+    out: dict[str, tuple[str, str]] = {}
+    truths: dict[tuple[str, str], list[str]] = {}
+    for r in records:
+        m = _SHOWS.search(r.explanation or "") if r.task_type == "refusable" else None
+        if m:
+            out[r.id] = (m["asked"], m["seen"])
+            truths.setdefault((r.video, " ".join((r.correction_target or "").split())), []).append(m["seen"])
+    for r in records:
+        found = truths.get((r.video, " ".join(r.problem.split()))) if r.task_type == "answerable" else None
+        if found:
+            phrase = min(found, key=lambda t: (not t.startswith("the "), len(t), t))
+            out[r.id] = (phrase, phrase)
+    return out
+
+
+def reference_completion(record: RiqRecord, phrases: tuple[str, str] | None = None) -> str:
     """The ideal completion for a record: the warm-start target.
 
-    The think opens by quoting the query, so the decision that follows sits right
-    after the words it depends on; the answer then copies the span from the think.
+    With ``phrases`` (asked, seen) the think verifies: it restates the asked event, then
+    names the nearest event the video shows, word by word, and decides on whether the two
+    agree. A tiny decoder cannot judge a whole query against the video in one token (it
+    learns the wording's prior instead, docs/MODEL.md); naming what is seen checks each
+    attribute where it is written, and the decision is then a comparison of two texts.
+    Without phrases the think opens by quoting the query, and the decision follows it.
     """
     query = " ".join(record.problem.split())
     if record.task_type == "answerable":
         span = format_span(*record.span)
-        return (f"<think>\"{query}\": it happens from {span} seconds.</think> "
-                f"<answer>{span}</answer> <correction>{NIL}</correction>")
+        think = (f"Asked: {phrases[0]}. Seen: {phrases[1]}, from {span} seconds." if phrases
+                 else f"\"{query}\": it happens from {span} seconds.")
+        return f"<think>{think}</think> <answer>{span}</answer> <correction>{NIL}</correction>"
     target = record.correction_target or ""
-    return (f"<think>\"{query}\": no moment matches; the video shows \"{target}\".</think> "
-            f"<answer>{record.explanation or ''}</answer> <correction>{target}</correction>")
+    think = (f"Asked: {phrases[0]}. Seen: {phrases[1]}, not that." if phrases
+             else f"\"{query}\": no moment matches; the video shows \"{target}\".")
+    return f"<think>{think}</think> <answer>{record.explanation or ''}</answer> <correction>{target}</correction>"
 
 
 def tokenizer_corpus(records: Sequence[RiqRecord]) -> list[str]:
     """The text the tiny tokenizer is trained on: everything the policy reads or writes."""
     texts = ["system\nYou are a helpful assistant.", "user\n", "assistant\n", "0123456789. to " * 4]
+    phrases = verify_phrases(records)
     for r in records:
-        texts += [INSTRUCTION.format(query=r.problem), reference_completion(r), r.reference_answer, r.contrast_answer]
+        texts += [INSTRUCTION.format(query=r.problem), reference_completion(r), reference_completion(r, phrases.get(r.id)),
+                  r.reference_answer, r.contrast_answer]
     return texts
 
 
@@ -116,13 +153,14 @@ class SFTCollator:
         return dict(batch)
 
 
-def _features(records: Sequence[RiqRecord], frames_dir) -> list[dict]:
+def _features(records: Sequence[RiqRecord], frames_dir, think: str) -> list[dict]:
+    phrases = verify_phrases(records) if think == "verify" else {}
     out = []
     for r in records:
         path = frames_file(r, frames_dir)
         if not path.is_file():
             raise InputError(f"{path}: record {r.id}: frames_path: frames file not found")
-        out.append({"id": r.id, "problem": r.problem, "frames": str(path), "completion": reference_completion(r)})
+        out.append({"id": r.id, "problem": r.problem, "frames": str(path), "completion": reference_completion(r, phrases.get(r.id))})
     return out
 
 
@@ -179,7 +217,7 @@ def warm_start(model, processor, records: Sequence[RiqRecord], frames_dir, param
         trainer = Trainer(
             model=model,
             args=args,
-            train_dataset=_features(records, frames_dir),
+            train_dataset=_features(records, frames_dir, params.think),
             data_collator=SFTCollator(processor),
         )
         out = trainer.train()
@@ -292,6 +330,15 @@ def _make_tiny(params: ModelParams, records, frames_dir, out: Path, frames: Fram
             summary["vision_pretrain"]["holdout_word_auc_before"] = before
             summary["vision_pretrain"]["holdout_word_auc"] = word_auc(
                 model, processor, held, frames_dir, fit, vp.max_video_share)
+    tp = params.text_pretrain
+    if tp.epochs > 0:
+        from pipeline.text_pretrain import pretrain_text
+
+        embeddings = model.get_input_embeddings().weight
+        embeddings.requires_grad_(False)  # tied: they are also what the vision tower was aligned to
+        summary["text_pretrain"] = pretrain_text(model, processor, fit, epochs=tp.epochs, learning_rate=tp.learning_rate,
+                                                 batch_size=tp.batch_size, seed=params.tiny.seed)
+        embeddings.requires_grad_(True)
     if ws.epochs > 0:
         sft = balance(fit, ws.answerable_fraction, params.tiny.seed)
         model.model.visual.requires_grad_(not ws.freeze_vision)

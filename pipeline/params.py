@@ -205,8 +205,17 @@ class VisionPretrainParams(Section):
     max_video_share: float = Field(0.5, gt=0, le=1, description="Target words are those found in the answerable queries of at most this share of train videos: words in most videos ('the', 'moment') say nothing visual.")
 
 
+class TextPretrainParams(Section):
+    """Text-only copy-and-compare pretraining of the tiny decoder (pipeline.text_pretrain), for the 'verify' think."""
+
+    epochs: float = Field(0.0, ge=0, description="Epochs over two text-only examples per train record (restate the query, decide whether two phrases agree); 0 = none. 10 epochs taught the copy and the comparison (held-out restatements 24 -> 66 of 77) but not a better base, at ~5 min more: off by default, see docs/MODEL.md.")
+    learning_rate: float = Field(2e-3, gt=0, description="Peak learning rate (cosine decay); the word embeddings stay fixed so the vision pretraining's alignment holds.")
+    batch_size: int = Field(32, ge=1, description="Examples per step (text only, so larger than the warm start's).")
+
+
 class WarmStartParams(Section):
     epochs: float = Field(8.0, ge=0, description="Supervised warm-start epochs over the train split (tiny source only); 0 = none, the model stays random. 8: at 2-3 epochs the tiny decoder has not yet learnt to copy the query (it quotes the same one whatever was asked), see docs/MODEL.md.")
+    think: Literal["verify", "quote"] = Field("verify", description="Warm-start think. 'verify': restate the asked event, name the nearest event the video shows, decide on whether they agree (records whose explanations state both events; others fall back to 'quote'). 'quote': quote the query and decide right after it. See docs/MODEL.md for what each taught.")
     freeze_vision: bool = Field(True, description="Keep the vision tower fixed during the warm start, so the language-model loss does not undo the vision pretraining while the decoder learns to read it.")
     learning_rate: float = Field(2e-3, gt=0, description="Warm-start peak learning rate (cosine decay).")
     batch_size: int = Field(8, ge=1, description="Warm-start batch size.")
@@ -215,7 +224,7 @@ class WarmStartParams(Section):
     logging_steps: int = Field(20, ge=1, description="Log the warm-start loss every N steps.")
     holdout_videos: int = Field(8, ge=0, description="Train videos kept out of the warm start to measure it (their records are not trained on).")
     eval_records: int = Field(32, ge=0, description="Held-out records greedily decoded after the warm start (format rate, answer/refuse accuracy in models/base/make_model.json); 0 = skip.")
-    max_new_tokens: int = Field(96, ge=8, description="Most new tokens per held-out greedy completion.")
+    max_new_tokens: int = Field(128, ge=8, description="Most new tokens per held-out greedy completion (the longest reference completion of the tiny tokenizer is ~110).")
 
 
 class ModelParams(Section):
@@ -225,6 +234,7 @@ class ModelParams(Section):
     attn_implementation: str = Field("sdpa", description="Attention kernel: 'sdpa' (default) or 'flash_attention_2' when flash-attn is installed.")
     tiny: TinyModelParams = Field(default_factory=TinyModelParams, description="Architecture of the tiny model.")
     vision_pretrain: VisionPretrainParams = Field(default_factory=VisionPretrainParams, description="Vision pretraining of the tiny model.")
+    text_pretrain: TextPretrainParams = Field(default_factory=TextPretrainParams, description="Text-only pretraining of the tiny decoder.")
     warm_start: WarmStartParams = Field(default_factory=WarmStartParams, description="Supervised warm start of the tiny model.")
 
 
@@ -258,7 +268,7 @@ class TrainParams(Section):
     max_steps: int = Field(100, description="Stop after this many optimizer steps; -1 = run the epochs (paper/GPU: -1; CPU: 100 steps of 8 rollouts fit the ~5 min budget on 2 cores, one epoch of the mix is ~600 steps).")
     per_device_train_batch_size: int = Field(8, ge=1, description="Completions per device per step; world size x this must be a multiple of num_generations (GPU: 1 per GPU x 8 GPUs = 2 prompts; CPU: 8 = 2 prompts, the same group count on one process).")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Gradient accumulation steps (also TRL's steps per generation).")
-    max_completion_length: int = Field(112, ge=8, description="Most new tokens per rollout (CPU: 112 covers the longest reference completion of the tiny tokenizer, 109 tokens; GPU: 512 for 7B reasoning).")
+    max_completion_length: int = Field(128, ge=8, description="Most new tokens per rollout (CPU: 128 covers the longest reference completion of the tiny tokenizer, ~110 tokens; GPU: 512 for 7B reasoning).")
     loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = Field("grpo", description="TRL loss type; set explicitly because TRL's default changed (1.16: 'dapo').")
     scale_rewards: Literal["group", "batch", "none"] = Field("group", description="TRL reward scaling of advantages: 'group' (GRPO), 'batch' or 'none'.")
     bf16: bool = Field(False, description="bfloat16 training (GPU profile: true); false on CPU, where bf16 autocast is slow.")
@@ -278,7 +288,7 @@ class TrainParams(Section):
 
 # --------------------------------------------------------------------------- evaluate
 class EvaluateParams(Section):
-    max_new_tokens: int = Field(96, ge=8, description="Most new tokens per greedy prediction.")
+    max_new_tokens: int = Field(128, ge=8, description="Most new tokens per greedy prediction (CPU: 128 covers the longest reference completion of the tiny tokenizer).")
     batch_size: int = Field(16, ge=1, description="Prompts per generate call (queries of one video are batched together).")
     max_items: int = Field(0, ge=0, description="Evaluate at most this many test items (the first ones in the file); 0 = all.")
     torch_threads: int = Field(1, ge=0, description="CPU threads torch may use while generating; 0 = torch's default (all cores). The tiny model's matrices are too small to gain from threads: 1 thread ran ~6x faster than 2 on a busy 2-core machine.")

@@ -250,6 +250,26 @@ def test_reference_completion_is_well_formed():
     assert ref.answer.startswith("No relevant segment") and ref.correction == "the red square moves left"
 
 
+def test_verify_think_names_the_asked_and_the_seen_event():
+    from pipeline.model import reference_completion, verify_phrases
+
+    ans = _record("v0", 0, True) | {"problem": "the red square moves left"}
+    ref = _record("v0", 1, False)
+    free = _record("v1", 2, False) | {"explanation": "Nothing here is blue."}  # imported, free-form: no phrases
+    orphan = _record("v1", 3, True)  # no refusal corrects back to it: no phrases
+    recs = [RiqRecord.model_validate(r) for r in (ans, ref, free, orphan)]
+    phrases = verify_phrases(recs)
+    assert phrases == {"v0-q0": ("the red square moving left", "the red square moving left"),
+                       "v0-q1": ("the blue bar growing", "the red square moving left")}
+    assert reference_completion(recs[0], phrases["v0-q0"]) == (
+        "<think>Asked: the red square moving left. Seen: the red square moving left, from 1.00 to 2.50 seconds.</think> "
+        "<answer>1.00 to 2.50</answer> <correction>NIL</correction>")
+    text = reference_completion(recs[1], phrases["v0-q1"])
+    assert text.startswith("<think>Asked: the blue bar growing. Seen: the red square moving left, not that.</think> <answer>No relevant")
+    parsed = parse_completion(text)
+    assert parsed.well_formed and parsed.span is None and parsed.correction == "the red square moves left"
+
+
 def test_balance_subsamples_the_larger_class():
     from pipeline.model import balance
 
@@ -318,3 +338,32 @@ def test_stage_cli_and_bad_records(riq_data, tmp_path):
     # The stage ends with the one-line message (no traceback).
     with pytest.raises(SystemExit, match=r"^error: .*bad.jsonl:1: record 'v0-q0': duration"):
         main(["--riq", str(bad), "--frames", str(riq_data / "frames"), "--out", str(tmp_path / "m2"), "--params", str(params)])
+
+
+def test_text_pretrain_examples_pair_each_phrase_with_itself_and_its_one_edit_neighbour():
+    from pipeline.text_pretrain import examples
+
+    ans = RiqRecord.model_validate(_record("v0", 0, True) | {"problem": "the red square moves left"})
+    ref = RiqRecord.model_validate(_record("v0", 1, False))
+    assert examples([ans, ref], seed=0) == [
+        ("the red square moves left", "the red square moving left", "the red square moving left", True),
+        ("the red square moves left", "the red square moving left", "the blue bar growing", False),
+        ("the blue bar grows 1", "the blue bar growing", "the blue bar growing", True),
+        ("the blue bar grows 1", "the blue bar growing", "the red square moving left", False),
+    ]
+
+
+def test_text_collator_labels_the_restatement_and_the_decision_only(processor):
+    from pipeline.text_pretrain import VISION_PLACEHOLDER, TextCollator
+
+    batch = TextCollator(processor)([{"query": QUERY, "asked": "the red square moving left", "seen": "the blue bar growing", "agree": False},
+                                     {"query": QUERY, "asked": "a b", "seen": "a b", "agree": True}])
+    tok = processor.tokenizer
+    first = batch["input_ids"][0][batch["attention_mask"][0].bool()]
+    assert tok.decode(first).endswith("<think>Asked: the red square moving left. Seen: the blue bar growing, not")
+    assert VISION_PLACEHOLDER not in tok.decode(first)
+    labels = batch["labels"][0]
+    assert tok.decode(labels[labels != IGNORE_INDEX]) == "<think>Asked: the red square moving left. not"
+    second = batch["labels"][1]
+    assert tok.decode(second[second != IGNORE_INDEX]) == "<think>Asked: a b. from"
+    assert (batch["labels"][1][~batch["attention_mask"][1].bool()] == IGNORE_INDEX).all()  # padding is never a target
