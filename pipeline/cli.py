@@ -415,7 +415,7 @@ def predict_cmd(
     params: str = typer.Option(None, "--params", help="Params file for the frames section (VIDEO QUERY on a raw video); default: params.yaml if present, else built-in defaults."),
     json_out: bool = typer.Option(False, "--json", help="VIDEO QUERY: print one JSON object (relevant, span, explanation, correction, completion)."),
     batch_size: int = typer.Option(16, help="Prompts per generate call."),
-    max_new_tokens: int = typer.Option(96, help="Most new tokens per completion."),
+    max_new_tokens: int = typer.Option(128, help="Most new tokens per completion."),
     threads: int = typer.Option(1, help="CPU threads for torch (0 = torch default; 1 is fastest for the tiny model)."),
 ) -> None:
     """Greedy answer(s) of a model: `--model DIR VIDEO "query"` prints the span or the refusal with

@@ -53,7 +53,7 @@ def render(answer: dict) -> str:
 
 
 def predict_video(model_dir: str | Path, video: str | Path, queries: Sequence[str], frames: FramesParams | None = None,
-                  max_new_tokens: int = 96, num_threads: int = 1) -> list[dict]:
+                  max_new_tokens: int = 128, num_threads: int = 1) -> list[dict]:
     """Greedy answers of the model in ``model_dir`` to each query on one video."""
     import torch
 
