@@ -247,3 +247,56 @@ def test_trainer_config_is_explicit(run):
 
 # The GPU profile, launcher, DeepSpeed and multi-process checks are in tests/test_distributed.py;
 # checkpoints and resume in tests/test_resume.py.
+
+
+def test_loss_logprobs_equal_a_plain_one_sample_forward(run):
+    """GRPO must score the tokens it sampled under the distribution it sampled them from.
+
+    The trainer's log-prob forward sees TRL's layout (left-padded prompts, right-padded completions,
+    several videos in one batch); a plain forward of one unpadded prompt+completion is the reference.
+    A wrong position, token-type id or video in the batched path changes the numbers, not the shapes.
+    """
+    trainer, _, _ = run
+    trainer.model.eval()
+    # Two prompts of different token lengths, so TRL left-pads one of them.
+    from pipeline.video_inputs import batch_inputs
+
+    rows, counts = [], set()
+    for row in trainer.train_dataset:
+        n = batch_inputs(trainer.processing_class, [row["prompt"]], [load_frames(row["frames_path"])])["input_ids"].shape[1]
+        if n not in counts:
+            counts.add(n)
+            rows += [row] * trainer.num_generations
+        if len(counts) == 2:
+            break
+    out = trainer._generate_and_score_completions(rows)
+    prompt, completion = out["prompt_ids"], out["completion_ids"]
+    assert (out["prompt_mask"] == 0).any(), "the batch should hold prompts of different lengths"
+    trainer._video = out["video_inputs"]
+    try:
+        with torch.no_grad():
+            logps, _, _ = trainer._get_per_token_logps_and_entropies(
+                trainer.model, torch.cat([prompt, completion], 1), torch.cat([out["prompt_mask"], out["completion_mask"]], 1),
+                completion.size(1), batch_size=completion.size(0))
+    finally:
+        trainer._video = None
+    # The test policy is nearly uniform (log-probs about -6), so layout errors move log-probs by ~1e-5:
+    # the tolerance sits well below what dropping the token-type ids (1-D positions) does, checked below.
+    worst_flat = 0.0
+    for i, video in enumerate(out["video_inputs"]):
+        p = torch.tensor(video["prompt_ids"])
+        c = completion[i][out["completion_mask"][i].bool()]
+        x = torch.cat([p, c])[None]
+        mm = torch.cat([video["mm_token_type_ids"].cpu(), torch.zeros(len(c), dtype=torch.long)])[None]
+        fields = {k: video[k] for k in ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")}
+
+        def logp(**extra):
+            with torch.no_grad():
+                logits = trainer.model(input_ids=x, attention_mask=torch.ones_like(x), **fields, **extra).logits
+            lp = torch.log_softmax(logits[0, len(p) - 1 : -1].float() / trainer.temperature, -1)
+            return lp.gather(-1, c[:, None])[:, 0]
+
+        expected = logp(mm_token_type_ids=mm)
+        torch.testing.assert_close(logps[i, : len(c)], expected, atol=5e-6, rtol=0)
+        worst_flat = max(worst_flat, (logp() - expected).abs().max().item())
+    assert worst_flat > 1e-5, f"1-D positions change log-probs by only {worst_flat:.1e}: the test cannot tell layouts apart"
