@@ -188,6 +188,13 @@ def balance(records: Sequence[RiqRecord], answerable_fraction: float, seed: int)
     return [r for r in records if r.id in keep]
 
 
+def warm_start_records(records: Sequence[RiqRecord], refusable_kinds: Sequence[str], answerable_fraction: float,
+                       seed: int) -> list[RiqRecord]:
+    """The warm-start set: every answerable record and the refusable kinds the base is taught, balanced."""
+    taught = [r for r in records if r.task_type == "answerable" or r.kind in refusable_kinds]
+    return balance(taught, answerable_fraction, seed)
+
+
 def warm_start(model, processor, records: Sequence[RiqRecord], frames_dir, params: WarmStartParams, seed: int) -> dict:
     """Supervised fine-tuning on reference completions (loss on completion tokens only) with transformers' Trainer."""
     import torch
@@ -340,7 +347,7 @@ def _make_tiny(params: ModelParams, records, frames_dir, out: Path, frames: Fram
                                                  batch_size=tp.batch_size, seed=params.tiny.seed)
         embeddings.requires_grad_(True)
     if ws.epochs > 0:
-        sft = balance(fit, ws.answerable_fraction, params.tiny.seed)
+        sft = warm_start_records(fit, ws.refusable_kinds, ws.answerable_fraction, params.tiny.seed)
         model.model.visual.requires_grad_(not ws.freeze_vision)
         summary["warm_start"] = warm_start(model, processor, sft, frames_dir, ws, params.tiny.seed)
         model.model.visual.requires_grad_(True)

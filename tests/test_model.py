@@ -281,6 +281,22 @@ def test_balance_subsamples_the_larger_class():
     assert balance(recs, 0.5, seed=0) == half and [r.id for r in half] == sorted(r.id for r in half)
 
 
+def test_warm_start_records_teach_only_the_chosen_refusable_kinds():
+    from pipeline.model import warm_start_records
+
+    shuffled = lambda i: _record("v1", i, False) | {"kind": "shuffled", "difficulty": None, "categories": []}  # noqa: E731
+    rows = [_record("v0", i, True) for i in range(6)] + [_record("v0", i, False) for i in range(6, 12)]
+    rows += [shuffled(i) for i in range(12, 14)]
+    recs = [RiqRecord.model_validate(r) for r in rows]  # 6 answerable, 6 hard-irrelevant, 2 shuffled
+    vtg = warm_start_records(recs, ["shuffled"], 0.75, seed=0)  # 2 shuffled stay; answerable 2 * 0.75 / 0.25 = 6
+    assert [r.kind for r in vtg].count("answerable") == 6 and [r.kind for r in vtg].count("shuffled") == 2
+    assert "hard_irrelevant" not in {r.kind for r in vtg}
+    full = warm_start_records(recs, ["hard_irrelevant", "shuffled"], 0.5, seed=0)  # 8 refusable cut to 6
+    assert [r.task_type for r in full].count("answerable") == 6 and len(full) == 12
+    assert {r.kind for r in full} <= {"answerable", "hard_irrelevant", "shuffled"} and "hard_irrelevant" in {r.kind for r in full}
+    assert [r.kind for r in warm_start_records(recs, [], 0.5, seed=0)] == ["answerable"] * 6  # grounding only
+
+
 def test_make_model_tiny_is_seeded_and_loadable(riq_data, tmp_path):
     from pipeline.model import make_model, read_train_records
 

@@ -26,7 +26,8 @@ SMALL = {
     "riq": {"test_fraction": 0.3},  # enough test videos for both classes
     "model": {"warm_start": {"epochs": 1.0},  # format only needs a short warm start
               "vision_pretrain": {"steps": 10}},  # proves the wiring; learning is shown by the default run
-    "train": {"max_steps": 2, "max_completion_length": 48},  # two GRPO steps prove the loop
+    "train": {"max_steps": 2, "max_completion_length": 48,  # two GRPO steps prove the loop
+              "per_device_train_batch_size": 8},  # 2 prompts a step are enough to prove it
     "evaluate": {"max_new_tokens": 48},
 }
 

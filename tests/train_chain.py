@@ -39,8 +39,10 @@ def build_chain(root: Path) -> Path:
     extract_dir(root / "raw" / "videos", root / "frames", FRAMES, progress=False)
     build_riq(RiqParams(test_fraction=0.34), root / "raw" / "annotations.jsonl", root / "frames", root / "riq", root / "stats.json")
     records = read_train_records(root / "riq" / "train.jsonl")
-    warm = WarmStartParams(epochs=60, learning_rate=2e-2, eval_records=0, holdout_videos=0)
     # The chain tests GRPO's mechanics on a format-trained policy; seeing the video is not needed.
+    # Both refusal kinds are taught so that 3 videos give the policy refusals to sample at all.
+    warm = WarmStartParams(epochs=60, learning_rate=2e-2, eval_records=0, holdout_videos=0,
+                           refusable_kinds=["hard_irrelevant", "shuffled"], answerable_fraction=0.5)
     vision = VisionPretrainParams(steps=0)
     make_model(ModelParams(tiny=TINY, vision_pretrain=vision, warm_start=warm), records, root / "frames", root / "base", frames=FRAMES)
     return root
