@@ -235,7 +235,9 @@ def riq_data(tmp_path_factory):
 
 
 def _params(vision_steps: int = 3, **warm) -> ModelParams:
-    ws = {"epochs": 1.0, "batch_size": 4, "holdout_videos": 1, "eval_records": 2, "max_new_tokens": 12, "logging_steps": 1}
+    ws = {"epochs": 1.0, "batch_size": 4, "holdout_videos": 1, "eval_records": 2, "max_new_tokens": 12, "logging_steps": 1,
+          # the fixture's refusals are all hard-irrelevant: teach them, so the warm start sees both classes
+          "refusable_kinds": ["hard_irrelevant", "shuffled"], "answerable_fraction": 0.5}
     vision = VisionPretrainParams(steps=vision_steps, batch_size=2)
     return ModelParams(tiny=TINY, vision_pretrain=vision, warm_start=WarmStartParams(**(ws | warm)))
 
