@@ -7,7 +7,7 @@ cost of the metrics for 100k predictions.
 
 Generation (same records, same model, same batch size, interleaved, min over repeats):
 
-* grouped:   ``pipeline.inference.generate`` — queries of a video adjacent, each video
+* grouped:   ``pipeline.evaluate.inference.generate`` — queries of a video adjacent, each video
   preprocessed and run through the vision tower once (what `evaluate` runs);
 * baseline "ungrouped": the same batches built with ``batch_inputs`` on every query's own
   video (pixel values per query, the vision tower once per query).
@@ -34,19 +34,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from pipeline import inference  # noqa: E402
-from pipeline import metrics as M  # noqa: E402
-from pipeline.io import write_jsonl  # noqa: E402
-from pipeline.prompt import format_span  # noqa: E402
+from pipeline.core.io import write_jsonl  # noqa: E402
+from pipeline.core.prompt import format_span  # noqa: E402
+from pipeline.evaluate import inference  # noqa: E402
+from pipeline.evaluate import metrics as M  # noqa: E402
 
 METRIC_BUDGET_S = 5.0
 
 
 def synthetic_records(root: Path, n_videos: int) -> list:
-    from pipeline.frames import extract_dir
-    from pipeline.params import FramesParams, RiqParams, SyntheticParams
-    from pipeline.riq_build import build_riq
-    from pipeline.synthetic import render_dataset
+    from pipeline.core.params import FramesParams, RiqParams, SyntheticParams
+    from pipeline.data.frames import extract_dir
+    from pipeline.data.synthetic import render_dataset
+    from pipeline.riq.build import build_riq
 
     syn = SyntheticParams(n_videos=n_videos, min_duration=8.0, max_duration=12.0, seed=11)
     logs, _ = render_dataset(syn, root / "raw", workers=2)
@@ -57,8 +57,8 @@ def synthetic_records(root: Path, n_videos: int) -> list:
 
 
 def tiny_model(root: Path, records) -> Path:
-    from pipeline.params import TinyModelParams
-    from pipeline.tiny import build_processor, build_tiny_model, train_tokenizer
+    from pipeline.core.params import TinyModelParams
+    from pipeline.model.tiny import build_processor, build_tiny_model, train_tokenizer
 
     tok = train_tokenizer([r.problem + " " + r.reference_answer for r in records], vocab_size=400)
     build_tiny_model(tok, TinyModelParams(vocab_size=400)).save_pretrained(root / "tiny")
@@ -67,7 +67,7 @@ def tiny_model(root: Path, records) -> Path:
 
 
 def time_generation(model_dir: Path, records, batch_size: int, max_new_tokens: int, repeats: int) -> dict:
-    from pipeline.video_inputs import load_policy
+    from pipeline.model.video_inputs import load_policy
 
     torch.set_num_threads(1)
     model, processor = load_policy(model_dir)
@@ -129,7 +129,7 @@ def main(argv=None) -> int:
         model_dir = Path(args.model)
         model_name = str(model_dir)
         if not (model_dir / "config.json").is_file():
-            model_dir, model_name = tiny_model(root, records), "fresh tiny model (pipeline.tiny, untrained)"
+            model_dir, model_name = tiny_model(root, records), "fresh tiny model (pipeline.model.tiny, untrained)"
         n_videos = len({r.video for r in records})
         qps = time_generation(model_dir, records, args.batch_size, args.max_new_tokens, args.repeats)
         met = time_metrics(records, args.n_metrics)

@@ -8,7 +8,7 @@ All methods run on the same videos in the same process, interleaved, after one
 untimed warm-up pass (imports, page cache); each number is the minimum wall time
 over the repeats, because the box may be shared.
 
-* ours:   ``pipeline.frames.extract_dir`` (probe + one ffmpeg pass + .npz write), 1 worker and N workers;
+* ours:   ``pipeline.data.frames.extract_dir`` (probe + one ffmpeg pass + .npz write), 1 worker and N workers;
 * qwen:   ``qwen_vl_utils.fetch_video`` (decord backend) on each video in turn, same frame/pixel params;
 * floor:  ``ffmpeg -i X -f null -`` with the same ffmpeg binary, sequential and N in parallel.
 """
@@ -27,9 +27,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import frames as F  # noqa: E402
-from pipeline.ffmpeg_tools import decoder_exe, ffmpeg_exe  # noqa: E402
-from pipeline.params import FramesParams  # noqa: E402
+from pipeline.core.params import FramesParams  # noqa: E402
+from pipeline.data import decode as D  # noqa: E402
+from pipeline.data import frames as F  # noqa: E402
+from pipeline.data.ffmpeg import decoder_exe, ffmpeg_exe  # noqa: E402
 
 PRESETS = {
     # (width, height, fps, durations in s)
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         paths = F.list_videos(args.videos) if args.videos else make_videos(Path(tmp) / "videos", args.preset)
         out = Path(tmp) / "frames"
-        minutes = sum(F.probe_video(p)["duration"] or 0 for p in paths) / 60
+        minutes = sum(D.probe_video(p)["duration"] or 0 for p in paths) / 60
         methods = {
             "ours_1": lambda: F.extract_dir(paths, out, params, workers=1, progress=False),
             f"ours_{workers}": lambda: F.extract_dir(paths, out, params, workers=workers, progress=False),

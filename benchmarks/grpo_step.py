@@ -28,7 +28,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 
 def _trainer(model_dir, riq, params, work):
-    from pipeline.train import build_trainer
+    from pipeline.train.run import build_trainer
 
     return build_trainer(params, model_dir, riq, Path(work) / "live", Path(work) / "out")
 
@@ -57,8 +57,8 @@ def time_generate(trainer, new_tokens: int, repeats: int = 3) -> dict:
     """Plain generate of ``new_tokens`` per sequence for one step's prompts (same videos, same batch size)."""
     import torch
 
-    from pipeline.frames import load_frames
-    from pipeline.video_inputs import batch_inputs
+    from pipeline.core.frames_cache import load_frames
+    from pipeline.model.video_inputs import batch_inputs
 
     tp = trainer.args
     n = tp.per_device_train_batch_size
@@ -98,7 +98,7 @@ def main(argv=None) -> None:
 
     import torch
 
-    from pipeline.params import load_params, parse_params
+    from pipeline.core.params import load_params, parse_params
 
     torch.set_num_threads(1)  # the shared CPU box; thread scaling of the tiny model is not what is measured
     with tempfile.TemporaryDirectory() as tmp:
@@ -123,7 +123,7 @@ def main(argv=None) -> None:
             results.append(summarize("vllm" if vllm else "hf_generate", steps, gen))
             del trainer
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu (1 torch thread)"
-    out = {"device": device, "model": str(args.model or "tiny (tests/train_chain.py)"), "results": results,
+    out = {"device": device, "model": str(args.model or "tiny (tests/train/train_chain.py)"), "results": results,
            "anchors": {"VLM-R1 8xA100 G=7": "25-30 s/step", "Video-R1": "~54 s/step"}}
     print(json.dumps(out, indent=2))
     if args.json:

@@ -18,10 +18,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from pipeline.generators import Vocabulary, generate_refusables, lexical_match
-from pipeline.importers import import_annotations
-from pipeline.io import write_json
-from pipeline.sbert import similarity
+from pipeline.core.io import write_json
+from pipeline.core.sbert import similarity
+from pipeline.riq.generators import Vocabulary, generate_refusables, lexical_match
+from pipeline.riq.importers import import_annotations
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared/data/hi-vtg/hi_vtg_charades.json"
 

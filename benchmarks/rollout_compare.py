@@ -3,7 +3,7 @@
     python benchmarks/rollout_compare.py --model models/base --riq data/riq/train.jsonl [--prompts 64 --generations 4]
 
 Both backends sample at train.temperature from the same policy; if vLLM's video path
-(prompt text + frames with their true fps, pipeline/grpo.py override 6) matched the
+(prompt text + frames with their true fps, pipeline/train/grpo.py override 6) matched the
 trainer's own encoding, the per-reward means agree within noise and the two-sample
 Kolmogorov-Smirnov distance of the total reward is small. Not run in CI (needs CUDA + vLLM).
 """
@@ -27,7 +27,7 @@ def ks_distance(a, b) -> float:
 
 
 def score(completions: list[str], rows: list[dict], weights: dict) -> dict[str, np.ndarray]:
-    from pipeline.rewards import REWARDS
+    from pipeline.train.rewards import REWARDS
 
     cols = {k: [r[k] for r in rows] for k in rows[0] if k not in ("prompt", "frames_path", "record_id")}
     out = {name: np.asarray(REWARDS[name](completions, **cols), dtype=float) for name in weights}
@@ -47,10 +47,16 @@ def main(argv=None) -> None:
     import torch
     from vllm import LLM, SamplingParams
 
-    from pipeline.frames import load_frames
-    from pipeline.params import load_params
-    from pipeline.train import build_dataset, read_train_records, resolve_attention
-    from pipeline.video_inputs import batch_inputs, load_policy, prompt_text, video_metadata
+    from pipeline.core.frames_cache import load_frames
+    from pipeline.core.params import load_params
+    from pipeline.model.video_inputs import (
+        batch_inputs,
+        load_policy,
+        prompt_text,
+        video_metadata,
+    )
+    from pipeline.riq.schema import read_train_records
+    from pipeline.train.run import build_dataset, resolve_attention
 
     tp = load_params(args.params).train
     model, processor = load_policy(args.model, dtype=torch.bfloat16, attn_implementation=resolve_attention("flash_attention_2"), device_map="cuda")

@@ -20,13 +20,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.frames import load_frames
-from pipeline.model import frames_file
-from pipeline.params import load_params
-from pipeline.prompt import parse_completion
-from pipeline.rewards import score, total
-from pipeline.riq import read_riq
-from pipeline.video_inputs import batch_inputs, load_policy, prompt_text
+from pipeline.core.frames_cache import frames_file, load_frames
+from pipeline.core.params import load_params
+from pipeline.core.prompt import parse_completion
+from pipeline.model.video_inputs import batch_inputs, load_policy, prompt_text
+from pipeline.riq.schema import read_riq
+from pipeline.train.rewards import score, total
 
 
 def rollouts(model_dir: str, n: int) -> pd.DataFrame:

@@ -36,8 +36,8 @@ STAGE=(-m stages.train --model "$MODEL" --riq "$WORK/chain/riq/train.jsonl" --ch
 check bf16_flash_attn_forward $PY - "$MODEL" "$WORK/chain" <<'PY'
 import sys, glob, torch
 sys.path.insert(0, ".")
-from pipeline.frames import load_frames
-from pipeline.video_inputs import batch_inputs, load_policy, prompt_text
+from pipeline.core.frames_cache import load_frames
+from pipeline.model.video_inputs import batch_inputs, load_policy, prompt_text
 import importlib.util
 if importlib.util.find_spec("flash_attn") is None:
     print("SKIP: flash-attn not installed"); sys.exit(1)

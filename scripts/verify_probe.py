@@ -4,7 +4,7 @@
     python scripts/verify_probe.py models/base train   # 77 records the warm start trained on
 
 Greedy completions are parsed for "Asked: A. Seen: T, from|not"; A and T are compared
-with the phrases of pipeline.model.verify_phrases. Prints one JSON line of counts
+with the phrases of pipeline.model.make.verify_phrases. Prints one JSON line of counts
 (the table in docs/MODEL.md). Run from the repository root after `dvc repro make_model`.
 """
 
@@ -17,11 +17,12 @@ import sys
 
 import torch
 
-from pipeline.frames import load_frames
-from pipeline.model import frames_file, split_holdout, verify_phrases
-from pipeline.params import load_params
-from pipeline.riq import read_riq
-from pipeline.video_inputs import batch_inputs, load_policy, prompt_text
+from pipeline.core.frames_cache import frames_file, load_frames
+from pipeline.core.params import load_params
+from pipeline.model.make import split_holdout
+from pipeline.model.targets import verify_phrases
+from pipeline.model.video_inputs import batch_inputs, load_policy, prompt_text
+from pipeline.riq.schema import read_riq
 
 THINK = re.compile(r"Asked: (.*?)\. Seen: (.*?), (from|not)")
 

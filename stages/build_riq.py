@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from pipeline.params import load_params
-from pipeline.riq_build import build_riq
-from pipeline.io import one_line_errors
+from pipeline.core.io import one_line_errors
+from pipeline.core.params import load_params
+from pipeline.riq.build import build_riq, summary_line
 
 
 @one_line_errors
@@ -21,7 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     stats = build_riq(load_params(args.params).riq, args.annotations, args.frames, args.out, args.stats, imports=args.imports)
-    print(json.dumps({"videos": stats["videos"], "records": stats["records"], "quarantined": stats["quarantined"]}))
+    print(summary_line(stats))
 
 
 if __name__ == "__main__":

@@ -3,28 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from pipeline.download import DownloadError, print_summary, run_download
-from pipeline.io import InputError
-from pipeline.params import load_params
+from pipeline.core.io import one_line_errors
+from pipeline.core.params import load_params
+from pipeline.data.download import download_and_report
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, required=True, help="Raw data folder to fill (data/raw).")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="Params file (section 'download').")
     args = parser.parse_args(argv)
-    try:
-        summary = run_download(load_params(args.params).download, args.out)
-    except InputError as exc:
-        sys.exit(f"error: {exc}")
-    except DownloadError as exc:
-        if exc.summary:
-            print_summary(exc.summary)
-        sys.exit(f"error: {exc}")
-    print_summary(summary)
+    download_and_report(load_params(args.params).download, args.out)
 
 
 if __name__ == "__main__":

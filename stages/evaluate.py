@@ -6,9 +6,9 @@ import argparse
 import json
 import logging
 
-from pipeline.evaluate import evaluate
-from pipeline.params import load_params
-from pipeline.io import one_line_errors
+from pipeline.core.io import one_line_errors
+from pipeline.core.params import load_params
+from pipeline.evaluate.run import evaluate
 
 
 @one_line_errors

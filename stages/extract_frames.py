@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from pipeline.frames import extract_dir
-from pipeline.io import InputError
-from pipeline.params import load_params
+from pipeline.core.io import one_line_errors
+from pipeline.core.params import load_params
+from pipeline.data.frames import extract_dir
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--videos", type=Path, required=True, help="Folder of source videos (data/raw/videos).")
@@ -22,12 +22,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--failures", type=Path, required=True, help="JSONL manifest of videos that could not be read.")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="Params file (section 'frames').")
     args = parser.parse_args(argv)
-    try:
-        params = load_params(args.params).frames
-        # prune: data/frames mirrors data/raw/videos (it is a persisted DVC output, kept between runs).
-        summary = extract_dir(args.videos, args.out, params, failures_path=args.failures, prune=True)
-    except InputError as exc:
-        sys.exit(f"error: {exc}")
+    params = load_params(args.params).frames
+    # prune: data/frames mirrors data/raw/videos (it is a persisted DVC output, kept between runs).
+    summary = extract_dir(args.videos, args.out, params, failures_path=args.failures, prune=True)
     summary.pop("videos")
     print(json.dumps(summary))
 

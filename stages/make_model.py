@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.model import make_model, read_train_records, summary_line
-from pipeline.params import load_params
-from pipeline.io import one_line_errors
+from pipeline.core.io import one_line_errors
+from pipeline.core.params import load_params
+from pipeline.model.make import make_model, summary_line
+from pipeline.riq.schema import read_train_records
 
 
 @one_line_errors

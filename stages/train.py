@@ -1,7 +1,7 @@
 """Stage train: base policy + RIQ train split -> models/trained (GRPO / RA-RFT) and the DVCLive curves.
 
 One process without DeepSpeed trains here; otherwise the stage re-runs itself under
-`accelerate launch` as train.launch says (pipeline.launch; --dry-run prints the command).
+`accelerate launch` as train.launch says (pipeline.train.launch; --dry-run prints the command).
 """
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ import sys
 
 from accelerate import PartialState
 
-from pipeline.launch import relaunch
-from pipeline.params import load_params
-from pipeline.train import train
+from pipeline.core.io import one_line_errors
+from pipeline.core.params import load_params
+from pipeline.train.launch import relaunch
+from pipeline.train.run import train
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__)

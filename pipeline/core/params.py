@@ -1,0 +1,341 @@
+"""The single reader of params.yaml.
+
+One frozen pydantic model per section; unknown keys and bad values fail with a
+one-line error naming the key (``params.yaml: frames.fps: ...``). Stages load
+only through :func:`load_params`, and each dvc.yaml stage declares exactly the
+sections it reads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from pipeline.core.io import InputError, read_yaml
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- download
+class SyntheticParams(Section):
+    n_videos: int = Field(240, ge=1, description="Number of synthetic 'shapes world' videos to render.")
+    min_duration: float = Field(8.0, gt=0, description="Shortest video, seconds.")
+    max_duration: float = Field(30.0, gt=0, description="Longest video, seconds (>= min_duration).")
+    width: int = Field(160, ge=32, description="Rendered width in pixels (even, for yuv420p).")
+    height: int = Field(120, ge=32, description="Rendered height in pixels (even, for yuv420p).")
+    fps: int = Field(10, ge=1, description="Frame rate of the rendered videos.")
+    min_events: int = Field(2, ge=1, description="Fewest events per video.")
+    max_events: int = Field(4, ge=1, le=8, description="Most events per video (>= min_events; at most 8: 4 objects x 2 events).")
+    min_event_duration: float = Field(1.5, gt=0, description="Shortest event, seconds (two events plus three 0.5 s gaps must fit in min_duration).")
+    max_event_duration: float = Field(6.0, gt=0, description="Longest event, seconds (>= min_event_duration).")
+    seed: int = Field(0, description="Seed of the generator: same seed, byte-identical videos and logs.")
+
+    # Field validators (not a model validator) so the error names the offending key.
+    @field_validator("width", "height")
+    @classmethod
+    def _even(cls, v: int) -> int:
+        if v % 2:
+            raise ValueError("must be even (yuv420p)")
+        return v
+
+    @field_validator("max_duration", "max_events", "max_event_duration")
+    @classmethod
+    def _not_below_min(cls, v, info: ValidationInfo):
+        low = info.data.get(info.field_name.replace("max_", "min_"))
+        if low is not None and v < low:
+            raise ValueError(f"must be >= {info.field_name.replace('max_', 'min_')} ({low})")
+        return v
+
+    @field_validator("min_event_duration")
+    @classmethod
+    def _fits(cls, v: float, info: ValidationInfo) -> float:
+        shortest = info.data.get("min_duration")
+        if shortest is not None and 2 * v + 1.5 > shortest:
+            raise ValueError(f"two events of {v} s plus 1.5 s of gaps must fit in min_duration ({shortest} s)")
+        return v
+
+
+class HttpParams(Section):
+    presets: list[str] = Field(default_factory=list, description="Dataset presets to fetch (files of pipeline/data/presets/<name>.yaml: charades-sta, activitynet-captions, qvhighlights, ra-rft); see docs/DATA.md.")
+    manifest: str = Field("", description="Extra manifest (YAML/JSON list of {url, dest, sha256?, size?, extract?, strip_components?}); dest is relative to the raw folder, videos go under videos/.")
+    retries: int = Field(5, ge=0, description="Retries per file after a dropped connection, a 5xx/429 answer or a checksum mismatch (4xx other than 408/429 is final).")
+    backoff: float = Field(1.0, ge=0, description="First retry delay in seconds, doubled per retry (capped at 60 s).")
+    timeout: float = Field(30.0, gt=0, description="Seconds without a byte before a connection counts as dropped.")
+    workers: int = Field(8, ge=1, description="Files fetched in parallel (network-bound, so independent of the CPU count).")
+    keep_archives: bool = Field(False, description="Keep zip/tar archives after extracting them (a small <archive>.extracted.json records what they held either way).")
+
+
+class YoutubeParams(Section):
+    ids_file: str = Field("", description="Video ids: .txt (one per line, first token), .jsonl/.json records with vid/video_id/id (QVHighlights' vid_start_end gives the clip), or a JSON object keyed by id (ActivityNet v_<id>); relative paths are looked up in the raw folder first.")
+    url_template: str = Field("https://www.youtube.com/watch?v={youtube_id}", description="URL of one video; {youtube_id} is replaced.")
+    format: str = Field("b[height<=480][ext=mp4]/bv*[height<=480][ext=mp4]+ba[ext=m4a]/b[height<=480]/b", description="yt-dlp format selector (default: best mp4 at most 480p).")
+    clips: bool = Field(True, description="Cut to the clip range when the id gives one (QVHighlights {youtube_id}_{start}_{end}); false = whole videos.")
+    rate_limit: int = Field(0, ge=0, description="Bytes per second per download; 0 = unlimited.")
+    sleep: float = Field(0.0, ge=0, description="Seconds to wait between two videos of one worker (be polite to the site).")
+    retries: int = Field(3, ge=0, description="yt-dlp retries per video (and per fragment).")
+    workers: int = Field(2, ge=1, description="Videos fetched in parallel.")
+    max_videos: int = Field(0, ge=0, description="Fetch at most this many ids (first in file order); 0 = all.")
+
+
+class LocalParams(Section):
+    folder: str = Field("", description="Existing folder of videos (searched recursively); a video's id is its file name without extension.")
+    ids_file: str = Field("", description="Optional list of ids to take (same formats as youtube.ids_file); empty = every video in the folder. Ids not found are recorded as failures.")
+    link: Literal["auto", "hardlink", "symlink", "copy"] = Field("auto", description="How videos enter videos/: auto = hardlink, else symlink (other filesystem); never copied unless 'copy'. See docs/DATA.md for DVC's cache.type.")
+    extensions: list[str] = Field(default_factory=lambda: [".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg"], description="File extensions counted as videos (case-insensitive).")
+
+
+class DownloadParams(Section):
+    sources: list[Literal["synthetic", "http", "youtube", "local"]] = Field(
+        default_factory=lambda: ["synthetic"], min_length=1,
+        description="Sources that fill data/raw/, in order (several at once; a later duplicate video id is a failure): synthetic (offline default), http, youtube, local.",
+    )
+    workers: int = Field(0, ge=0, description="Parallel render workers of the synthetic source; 0 = one per CPU core.")
+    max_failures: int = Field(-1, ge=-1, description="Fail the stage when more items than this failed (see data/raw/failures.jsonl); -1 = never for failures alone (it still fails when nothing at all is written).")
+    synthetic: SyntheticParams = Field(default_factory=SyntheticParams, description="Settings of the offline synthetic source.")
+    http: HttpParams = Field(default_factory=HttpParams, description="Settings of the http source (manifest files and dataset presets).")
+    youtube: YoutubeParams = Field(default_factory=YoutubeParams, description="Settings of the youtube source (yt-dlp).")
+    local: LocalParams = Field(default_factory=LocalParams, description="Settings of the local-folder source.")
+
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _one_or_many(cls, v):
+        # `-S download.sources=local` and `--source local,http` give a string.
+        return [s.strip() for s in v.split(",") if s.strip()] if isinstance(v, str) else v
+
+    @field_validator("sources")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("a source is listed twice")
+        return v
+
+
+# --------------------------------------------------------------------------- frames
+class FramesParams(Section):
+    fps: float = Field(2.0, gt=0, description="Target sampling rate in frames per second (Qwen2.5-VL default 2.0).")
+    min_frames: int = Field(4, ge=1, description="Fewest frames kept per video (rounded up to an even count).")
+    max_frames: int = Field(768, ge=2, description="Most frames kept per video (rounded down to an even count).")
+    min_pixels: int = Field(3136, gt=0, description="Lower bound of H*W per frame (qwen-vl-utils min_pixels).")
+    max_pixels: int = Field(602112, gt=0, description="Upper bound of H*W per frame (qwen-vl-utils VIDEO_MAX_PIXELS = 768*28*28).")
+    total_pixels: int = Field(141120, gt=0, description="Pixel budget for the whole clip (qwen-vl-utils total_pixels); the per-frame cap is total_pixels / n_frames * 2, so a video costs at most total_pixels / 784 merged visual tokens (default 180*28*28: <= 180 tokens).")
+    workers: int = Field(0, ge=0, description="Videos decoded in parallel; 0 = one per CPU core.")
+
+    @model_validator(mode="after")
+    def _ranges(self):
+        if self.min_frames > self.max_frames:
+            raise ValueError("min_frames must be <= max_frames")
+        if self.min_pixels > self.max_pixels:
+            raise ValueError("min_pixels must be <= max_pixels")
+        return self
+
+
+# --------------------------------------------------------------------------- riq
+class RiqParams(Section):
+    source: Literal["synthetic", "hi-vtg", "charades-sta", "activitynet-captions", "qvhighlights"] = Field(
+        "synthetic", description="Where queries come from: 'synthetic' (generated from the event logs) or an imported annotation format (pipeline.riq.importers), read from riq.import_file."
+    )
+    import_file: str = Field("", description="File name inside the imports folder (build_riq --imports, data/import/) read when riq.source is not 'synthetic'.")
+    generators: dict[str, float] = Field(
+        default_factory=lambda: {"perturb": 1.0, "shuffle": 0.5},
+        description="Refusable queries generated per imported answerable query that has none of its own, by generator (perturb, shuffle, llm); a fraction is drawn per query (seeded).",
+    )
+    perturb_difficulty: dict[str, float] = Field(
+        default_factory=lambda: {"hard": 0.5, "medium": 0.3, "easy": 0.2},
+        description="Proportions of perturb queries with 1 (hard), 2 (medium) and 3 (easy) edited words.",
+    )
+    max_similarity: float = Field(0.9, gt=0, le=1, description="SBERT similarity ((cos+1)/2) to a caption of the video at or above which a generated refusable query counts as (nearly) answerable and is rejected.")
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="Share of videos held out for the test split (split is by video).")
+    hard_per_event: int = Field(1, ge=0, description="Hard-irrelevant queries (1 edit from a true query) generated per event.")
+    medium_per_event: int = Field(1, ge=0, description="Medium queries (2 edits) generated per event.")
+    easy_per_event: int = Field(0, ge=0, description="Easy queries (3 edits) generated per event.")
+    shuffled_per_video: int = Field(1, ge=0, description="Simply-shuffled refusable queries (a query from another video) per video.")
+    max_redraws: int = Field(20, ge=1, description="Candidates drawn per refusable query before giving up (a candidate that matches some event of the video is rejected and redrawn).")
+    seed: int = Field(0, description="Seed for query generation and the train/test split.")
+
+    @field_validator("import_file")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        if v and (Path(v).name != v or v in (".", "..")):
+            raise ValueError("must be a file name inside the imports folder (data/import/), not a path")
+        return v
+
+    @field_validator("generators")
+    @classmethod
+    def _known_generators(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - {"perturb", "shuffle", "llm"})
+        if unknown:
+            raise ValueError(f"unknown generator(s) {unknown}; known: perturb, shuffle, llm")
+        if any(x < 0 for x in v.values()):
+            raise ValueError("counts must be >= 0")
+        return v
+
+    @field_validator("perturb_difficulty")
+    @classmethod
+    def _difficulties(cls, v: dict[str, float]) -> dict[str, float]:
+        if set(v) - {"hard", "medium", "easy"} or any(x < 0 for x in v.values()) or not sum(v.values()) > 0:
+            raise ValueError("keys must be hard/medium/easy with non-negative weights, not all zero")
+        return v
+
+
+# --------------------------------------------------------------------------- model
+class TinyModelParams(Section):
+    hidden_size: int = Field(128, ge=8, description="Text hidden size of the tiny Qwen2.5-VL (also the vision merger output).")
+    num_hidden_layers: int = Field(2, ge=1, description="Text decoder layers.")
+    num_attention_heads: int = Field(4, ge=1, description="Text attention heads.")
+    num_key_value_heads: int = Field(2, ge=1, description="Text key/value heads (grouped-query attention).")
+    intermediate_size: int = Field(256, ge=8, description="Text MLP width.")
+    vision_depth: int = Field(2, ge=1, description="Vision transformer blocks.")
+    vision_hidden_size: int = Field(32, ge=8, description="Vision tower width.")
+    vision_num_heads: int = Field(2, ge=1, description="Vision attention heads.")
+    vocab_size: int = Field(1024, ge=300, description="Size of the byte-level BPE vocabulary trained on the RIQ text (before special tokens).")
+    seed: int = Field(0, description="Seed of weight initialisation and the warm start.")
+
+
+class VisionPretrainParams(Section):
+    """Word-supervised pretraining of the tiny vision tower (pipeline.model.vision_pretrain): the
+    stand-in for the image-text pretraining a hub model's tower already has."""
+
+    steps: int = Field(400, ge=0, description="Vision pretraining steps before the warm start (tiny source only); 0 = none (the tower stays random and the decoder learns to ignore it, see docs/MODEL.md).")
+    learning_rate: float = Field(1e-3, gt=0, description="AdamW learning rate of the vision tower and the word embeddings it is read through.")
+    batch_size: int = Field(8, ge=1, description="Videos per step.")
+    max_video_share: float = Field(0.5, gt=0, le=1, description="Target words are those found in the answerable queries of at most this share of train videos: words in most videos ('the', 'moment') say nothing visual.")
+
+
+class TextPretrainParams(Section):
+    """Text-only copy-and-compare pretraining of the tiny decoder (pipeline.model.text_pretrain), for the 'verify' think."""
+
+    epochs: float = Field(0.0, ge=0, description="Epochs over two text-only examples per train record (restate the query, decide whether two phrases agree); 0 = none. 10 epochs taught the copy and the comparison (held-out restatements 24 -> 66 of 77) but not a better base, at ~5 min more: off by default, see docs/MODEL.md.")
+    learning_rate: float = Field(2e-3, gt=0, description="Peak learning rate (cosine decay); the word embeddings stay fixed so the vision pretraining's alignment holds.")
+    batch_size: int = Field(32, ge=1, description="Examples per step (text only, so larger than the warm start's).")
+
+
+class WarmStartParams(Section):
+    epochs: float = Field(8.0, ge=0, description="Supervised warm-start epochs over the train split (tiny source only); 0 = none, the model stays random. 8: at 2-3 epochs the tiny decoder has not yet learnt to copy the query (it quotes the same one whatever was asked), see docs/MODEL.md.")
+    think: Literal["verify", "quote"] = Field("verify", description="Warm-start think. 'verify': restate the asked event, name the nearest event the video shows, decide on whether they agree (records whose explanations state both events; others fall back to 'quote'). 'quote': quote the query and decide right after it. See docs/MODEL.md for what each taught.")
+    freeze_vision: bool = Field(True, description="Keep the vision tower fixed during the warm start, so the language-model loss does not undo the vision pretraining while the decoder learns to read it.")
+    learning_rate: float = Field(2e-3, gt=0, description="Warm-start peak learning rate (cosine decay).")
+    batch_size: int = Field(8, ge=1, description="Warm-start batch size.")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of warm-start steps spent warming the learning rate up.")
+    answerable_fraction: float = Field(0.75, gt=0, lt=1, description="Share of answerable records in the warm-start set (the larger class is subsampled). 0.75 keeps every answerable train record next to the 25% that are shuffled refusals; with hard-irrelevant refusals taught too, 0.5 (on the raw 28%-answerable mix the model learns the majority decision and always refuses).")
+    refusable_kinds: list[Literal["hard_irrelevant", "shuffled"]] = Field(
+        default_factory=lambda: ["shuffled"],
+        description="Which refusable records the warm start teaches. ['shuffled'] (default): a base like the VTG models RA-RFT starts from, which ground queries and refuse only queries taken from another video; refusing hard-irrelevant queries is what GRPO has to teach. ['hard_irrelevant', 'shuffled']: supervised on the whole task, a stronger tiny model that GRPO does not improve (docs/MODEL.md).",
+    )
+    logging_steps: int = Field(20, ge=1, description="Log the warm-start loss every N steps.")
+    holdout_videos: int = Field(8, ge=0, description="Train videos kept out of the warm start to measure it (their records are not trained on).")
+    eval_records: int = Field(32, ge=0, description="Held-out records greedily decoded after the warm start (format rate, answer/refuse accuracy in models/base/make_model.json); 0 = skip.")
+    max_new_tokens: int = Field(128, ge=8, description="Most new tokens per held-out greedy completion (the longest reference completion of the tiny tokenizer is ~110).")
+
+
+class ModelParams(Section):
+    source: Literal["tiny", "hub"] = Field("tiny", description="'tiny': build a small Qwen2.5-VL locally (offline default); 'hub': snapshot a Hugging Face repo or local path.")
+    hub_id: str = Field("Qwen/Qwen2.5-VL-7B-Instruct", description="Hugging Face repo id or local directory used when source is 'hub'.")
+    revision: str | None = Field(None, description="Hub revision (commit, tag or branch) to pin when source is 'hub'.")
+    attn_implementation: str = Field("sdpa", description="Attention kernel: 'sdpa' (default) or 'flash_attention_2' when flash-attn is installed.")
+    tiny: TinyModelParams = Field(default_factory=TinyModelParams, description="Architecture of the tiny model.")
+    vision_pretrain: VisionPretrainParams = Field(default_factory=VisionPretrainParams, description="Vision pretraining of the tiny model.")
+    text_pretrain: TextPretrainParams = Field(default_factory=TextPretrainParams, description="Text-only pretraining of the tiny decoder.")
+    warm_start: WarmStartParams = Field(default_factory=WarmStartParams, description="Supervised warm start of the tiny model.")
+
+
+# --------------------------------------------------------------------------- train
+class LaunchParams(Section):
+    """How the train stage starts (pipeline.train.launch). Per-machine values (machine rank, main
+    process address and port) come from RARFT_MACHINE_RANK, RARFT_MAIN_PROCESS_IP and
+    RARFT_MAIN_PROCESS_PORT, so every node of a multi-node run shares one params.yaml."""
+
+    num_processes: int = Field(1, ge=1, description="Training processes over all machines (one per GPU). More than 1, or deepspeed other than 'none', makes `python -m stages.train` re-run itself under `accelerate launch`.")
+    num_machines: int = Field(1, ge=1, description="Machines (nodes) of the run; num_processes must be a multiple of it.")
+    deepspeed: Literal["none", "zero3", "zero3_offload"] = Field("none", description="DeepSpeed config: 'zero3' (configs/deepspeed/zero3.json: parameters, gradients and optimizer states sharded over GPUs) or 'zero3_offload' (zero3_offload.json: also moves optimizer states and parameters to CPU RAM); 'none' = plain DDP or one process.")
+
+
+class TrainParams(Section):
+    """GRPO (RA-RFT) settings. Defaults are the CPU profile for the tiny model; the 7B paper
+    values are in configs/profiles/gpu8.yaml (each shrunk value says why below)."""
+
+    reward_weights: dict[str, float] = Field(
+        default_factory=lambda: {"format": 1.0, "refuse_iou": 1.0, "explain": 1.0, "correction": 1.0},
+        description="Reward name -> weight; names must be in the reward registry (pipeline.train.rewards.REWARDS); rewards not named are not computed.",
+    )
+    learning_rate: float = Field(1e-4, gt=0, description="GRPO learning rate (paper/GPU: 5e-7 for the 7B model; CPU: at 2e-5 with 2 prompts per step the tiny policy barely moves in 100 steps (KL 0.003), at 1e-4 with 8 prompts per step it keeps its format (0.99) and moves (KL 0.06), see docs/MODEL.md).")
+    lr_scheduler_type: str = Field("constant", description="Learning-rate schedule (transformers SchedulerType: 'constant', 'linear', 'cosine', ...).")
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps of the learning rate.")
+    beta: float = Field(0.05, ge=0, description="KL coefficient against the reference model (paper: 0.05); 0 drops the reference model.")
+    num_generations: int = Field(4, ge=2, description="Completions sampled per prompt (GRPO group size; paper: 4).")
+    temperature: float = Field(0.7, gt=0, description="Sampling temperature for rollouts (paper/GPU: 1.0; CPU: at 1.0 only ~25% of the tiny model's rollouts are well-formed against ~98% greedy, so groups carry little signal).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling for rollouts (1.0 = off).")
+    num_train_epochs: float = Field(1.0, gt=0, description="Epochs over the training mix (paper: 1).")
+    max_steps: int = Field(150, description="Stop after this many optimizer steps; -1 = run the epochs (paper/GPU: -1; CPU: 150 steps of 32 rollouts, ~5.5 min on 2 cores, are about one pass over the 1,170-row balanced mix).")
+    per_device_train_batch_size: int = Field(32, ge=1, description="Completions per device per step; world size x this must be a multiple of num_generations (GPU: 1 per GPU x 8 GPUs = 2 prompts; CPU: 32 = 8 prompts: a 2-prompt step is too noisy for the larger CPU learning rate, and batched generation makes 4x the rollouts cost ~2.5x the time).")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Gradient accumulation steps (also TRL's steps per generation).")
+    max_completion_length: int = Field(128, ge=8, description="Most new tokens per rollout (CPU: 128 covers the longest reference completion of the tiny tokenizer, ~110 tokens; GPU: 512 for 7B reasoning).")
+    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = Field("grpo", description="TRL loss type; set explicitly because TRL's default changed (1.16: 'dapo').")
+    scale_rewards: Literal["group", "batch", "none"] = Field("group", description="TRL reward scaling of advantages: 'group' (GRPO), 'batch' or 'none'.")
+    bf16: bool = Field(False, description="bfloat16 training (GPU profile: true); false on CPU, where bf16 autocast is slow.")
+    answerable_fraction: float = Field(0.5, ge=0, le=1, description="Share of answerable rows in the training mix (the rest are refusable pools; the smaller side is repeated).")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for memory in the policy forward (GPU profile: true).")
+    frames_cache_size: int = Field(64, ge=1, description="Frames files kept in memory per process (LRU).")
+    logging_steps: int = Field(1, ge=1, description="Log every N steps to DVCLive.")
+    seed: int = Field(0, description="Seed of data order, pool draws and sampling.")
+    launch: LaunchParams = Field(default_factory=LaunchParams, description="Processes, machines and DeepSpeed of the run (docs/TRAINING.md).")
+    freeze_vision_tower: bool = Field(False, description="Train only the language model and the vision merger; the vision transformer blocks stay frozen (GPU profile: true, as in RA-RFT / Video-R1).")
+    checkpoint_steps: int = Field(50, ge=0, description="Save a resumable checkpoint every N optimizer steps into the scratch folder (stage argument --checkpoints; not a DVC output); a rerun resumes from the newest complete one. 0 = none.")
+    checkpoint_keep: int = Field(2, ge=1, description="Checkpoints kept per run (older ones are deleted); all are deleted when the run completes.")
+    gpu_memory_gib: float = Field(0.0, ge=0, description="Memory per GPU for the fit check made before loading the model; 0 = read it from the first CUDA device (no check on CPU).")
+    use_vllm: bool = Field(False, description="Generate rollouts with vLLM (TRL colocate mode) when vLLM is installed; HF generate otherwise (a warning says so).")
+    vllm_gpu_memory_utilization: float = Field(0.3, gt=0, lt=1, description="Share of each GPU's memory vLLM reserves for its weights and KV cache in colocate mode (the rest is for training).")
+
+
+# --------------------------------------------------------------------------- evaluate
+class EvaluateParams(Section):
+    max_new_tokens: int = Field(128, ge=8, description="Most new tokens per greedy prediction (CPU: 128 covers the longest reference completion of the tiny tokenizer).")
+    batch_size: int = Field(16, ge=1, description="Prompts per generate call (queries of one video are batched together).")
+    max_items: int = Field(0, ge=0, description="Evaluate at most this many test items (the first ones in the file); 0 = all.")
+    torch_threads: int = Field(1, ge=0, description="CPU threads torch may use while generating; 0 = torch's default (all cores). The tiny model's matrices are too small to gain from threads: 1 thread ran ~6x faster than 2 on a busy 2-core machine.")
+    iou_thresholds: list[float] = Field(default_factory=lambda: [0.3, 0.5, 0.7], description="IoU thresholds for R@k metrics.")
+    threshold_op: Literal[">=", ">"] = Field(">=", description="How R@k compares an IoU with k: '>=' (IoU of exactly k counts; the usual R1@k) or '>'. Recorded in metrics.json under conventions.threshold_op.")
+    judge: bool = Field(False, description="Also score completions with an LLM judge (OpenAI-compatible endpoint from RARFT_JUDGE_BASE_URL / RARFT_JUDGE_MODEL / RARFT_JUDGE_API_KEY; never from params). Adds a 'judge' block per model.")
+    judge_workers: int = Field(4, ge=1, description="Concurrent judge requests.")
+    judge_retries: int = Field(2, ge=0, description="Extra attempts per judge request after a timeout, HTTP or connection error (replies that do not parse are not retried; they count as failures).")
+
+
+class Params(Section):
+    download: DownloadParams = Field(default_factory=DownloadParams, description="Stage download.")
+    frames: FramesParams = Field(default_factory=FramesParams, description="Stage extract_frames.")
+    riq: RiqParams = Field(default_factory=RiqParams, description="Stage build_riq.")
+    model: ModelParams = Field(default_factory=ModelParams, description="Stage make_model.")
+    train: TrainParams = Field(default_factory=TrainParams, description="Stage train.")
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams, description="Stage evaluate.")
+    profile: str = Field("cpu", description="Profile last applied with `rarft profile NAME` (configs/profiles/NAME.yaml over the defaults); a label for `dvc exp show`: the values that run are the ones in this file.")
+
+
+def _first_error(exc: ValidationError, source: str) -> str:
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"]) or "<root>"
+    value = err.get("input")
+    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    more = f" [+{exc.error_count() - 1} more]" if exc.error_count() > 1 else ""
+    return f"{source}: {key}: {err['msg']}{shown}{more}"
+
+
+def parse_params(data: dict, source: str = "params.yaml") -> Params:
+    try:
+        return Params.model_validate(data or {})
+    except ValidationError as exc:
+        raise InputError(_first_error(exc, source)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    return parse_params(read_yaml(path), str(path))

@@ -1,0 +1,167 @@
+"""Stage evaluate: greedy predictions of the base and the trained model on one test
+set, scored with the same rewards and metrics as training.
+
+Writes, under ``out_dir``: ``predictions_<model>.jsonl`` (``{"id", "completion"}``,
+what ``rarft metrics --predictions`` reads), ``items.csv`` (one row per model and
+item; also ``items.parquet`` when pyarrow is installed), ``plots/*.csv`` (for ``dvc
+plots``), ``report.md``, ``summary.json`` (evaluable / skipped counts) and
+``skipped.jsonl`` (records that could not be evaluated, with the reason); with
+``evaluate.judge``, ``judge_<model>.jsonl``; and ``metrics_path`` =
+``{"base": {...}, "trained": {...}}``. A set none of whose videos has frames
+(an imported set whose videos were not downloaded) writes its outputs with
+0 items and says so; it is not an error.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.core.frames_cache import frames_path
+from pipeline.core.io import InputError, atomic_path, write_json, write_jsonl
+from pipeline.core.params import Params
+from pipeline.evaluate import metrics as M
+from pipeline.evaluate.inference import predict
+from pipeline.evaluate.plots import write_plots, write_report
+from pipeline.riq.schema import RiqRecord
+from pipeline.train import rewards
+
+log = logging.getLogger(__name__)
+
+ITEM_COLUMNS = (
+    "model", "id", "task_type", "kind", "difficulty", "categories", "has_answer", "relevant_pred",
+    "pred_start", "pred_end", "iou", "ra_iou", "expl_sim", "corr_sim", "rt_iou", "pred_categories",
+)
+REWARD_COLUMNS = tuple(f"reward_{k}" for k in (*rewards.REWARDS, "total"))
+
+
+def join_frames(records: Sequence[RiqRecord], frames_dir: str | Path | None) -> list[RiqRecord]:
+    """Give records without ``frames_path`` the frame cache's ``<video>.npz`` (imported sets are often written without it)."""
+    if frames_dir is None:
+        return list(records)
+    return [r if r.frames_path else r.model_copy(update={"frames_path": str(frames_path(frames_dir, r.video))}) for r in records]
+
+
+def select_records(records: Sequence[RiqRecord], max_items: int) -> tuple[list[RiqRecord], list[dict]]:
+    """Records with a readable frames file (the first ``max_items`` of them when > 0), and the skipped ones."""
+    keep, skipped = [], []
+    for rec in records:
+        if not rec.frames_path:
+            skipped.append({"id": rec.id, "reason": "frames_path: missing"})
+        elif not Path(rec.frames_path).is_file():
+            skipped.append({"id": rec.id, "reason": f"frames_path: {rec.frames_path} not found"})
+        else:
+            keep.append(rec)
+    return (keep[:max_items] if max_items else keep), skipped
+
+
+def item_rows(model: str, table: M.ItemTable, weights) -> list[dict]:
+    rows = []
+    for row in M.rows_from_table(table, weights):
+        out = {"model": model, **{k: row.get(k) for k in ITEM_COLUMNS[1:]}}
+        out["categories"] = ";".join(row["categories"])
+        out["pred_categories"] = ";".join(row["pred_categories"])
+        out |= {f"reward_{k}": row[k] for k in (*table.rewards, "total") if k in row}
+        rows.append(out)
+    return rows
+
+
+def score(records: Sequence[RiqRecord], completions: Mapping[str, Sequence[str]], weights: Mapping[str, float],
+          thresholds: Sequence[float], threshold_op: str = ">=") -> tuple[dict, pd.DataFrame]:
+    """Metrics per model and the per-item table (completions: model name -> one per record, in order)."""
+    results, rows = {}, []
+    for name, comps in completions.items():
+        table = M.item_table(records, comps)
+        results[name] = M.metrics_from_table(table, weights, thresholds, threshold_op)
+        rows += item_rows(name, table, weights)
+    return results, pd.DataFrame(rows, columns=[*ITEM_COLUMNS, *REWARD_COLUMNS])
+
+
+def write_outputs(out_dir: str | Path, metrics_path: str | Path, results: dict, items: pd.DataFrame, notes: Sequence[str] = ()) -> None:
+    """items.csv (and items.parquet with pyarrow), plots/*.csv, report.md under ``out_dir``, and the metrics file."""
+    out_dir = Path(out_dir)
+    with atomic_path(out_dir / "items.csv", suffix=".csv") as tmp:
+        items.to_csv(tmp, index=False, float_format="%.6g")
+    items = items.assign(categories=[c.split(";") if c else [] for c in items["categories"]],
+                         pred_categories=[c.split(";") if c else [] for c in items["pred_categories"]])
+    if importlib.util.find_spec("pyarrow") is not None:
+        with atomic_path(out_dir / "items.parquet", suffix=".parquet") as tmp:
+            items.to_parquet(tmp, index=False)
+    models = list(results)
+    write_plots(items, out_dir / "plots", models)
+    write_report(out_dir / "report.md", results, items, models, notes)
+    write_json(metrics_path, results)
+
+
+def summary_line(name: str, summary: Mapping) -> str:
+    return (f"{name}: {summary['evaluable']} evaluable / {summary['skipped']} quarantined (no video)"
+            + (f", {summary['evaluable'] - summary['evaluated']} over evaluate.max_items" if summary["evaluable"] > summary["evaluated"] else ""))
+
+
+def run_judge(records: Sequence[RiqRecord], completions: Mapping[str, Sequence[str]], results: dict, out_dir: Path, params: Params) -> None:
+    """Add each model's ``judge`` block (and write judge_<model>.jsonl); the endpoint comes from the environment."""
+    from pipeline.evaluate.judge import client_from_env, judge_all, judge_metrics
+
+    ev = params.evaluate
+    client = client_from_env()
+    if client is None:
+        raise InputError("params.yaml: evaluate.judge: true, but RARFT_JUDGE_BASE_URL and RARFT_JUDGE_MODEL are not set")
+    for name, comps in completions.items():
+        verdicts = judge_all(client, records, comps, workers=ev.judge_workers, retries=ev.judge_retries)
+        write_jsonl(out_dir / f"judge_{name}.jsonl", verdicts)
+        results[name]["judge"] = judge_metrics(records, verdicts, ev.iou_thresholds, ev.threshold_op)
+        log.info("%s: judge: %d judged, %d failed", name, results[name]["judge"]["n_judged"], results[name]["judge"]["n_failed"])
+
+
+def evaluate(
+    base_dir: str | Path,
+    trained_dir: str | Path,
+    test_records_path: str | Path,
+    out_dir: str | Path,
+    metrics_path: str | Path,
+    params: Params,
+    frames_dir: str | Path | None = None,
+    set_name: str = "test",
+) -> dict:
+    """Predict with both models, score, and write every output; returns the metrics dict.
+
+    Records without ``frames_path`` are looked up in ``frames_dir``; records whose frames
+    are missing are skipped with the reason (skipped.jsonl), and a set with none left
+    yields 0-item metrics instead of an error.
+    """
+    ev = params.evaluate
+    out_dir = Path(out_dir)
+    all_records = join_frames(M.read_riq(test_records_path), frames_dir)
+    evaluable, skipped = select_records(all_records, 0)
+    records = evaluable[: ev.max_items] if ev.max_items else evaluable
+    summary = {"set": set_name, "records": len(all_records), "evaluable": len(evaluable), "evaluated": len(records), "skipped": len(skipped)}
+    write_jsonl(out_dir / "skipped.jsonl", skipped)
+    write_json(out_dir / "summary.json", summary)
+    for s in skipped[:5]:
+        log.warning("%s: record %s skipped: %s", test_records_path, s["id"], s["reason"])
+    log.info(summary_line(set_name, summary))
+
+    completions: dict[str, list[str]] = {}
+    for name, model_dir in (("base", base_dir), ("trained", trained_dir)):
+        preds = []
+        if records:  # no model is loaded for a set without a single video
+            t0 = time.perf_counter()
+            preds = predict(model_dir, records, batch_size=ev.batch_size, max_new_tokens=ev.max_new_tokens,
+                            num_threads=ev.torch_threads)
+            secs = time.perf_counter() - t0
+            log.info("%s: %d queries in %.1f s (%.2f queries/s, model load included)", name, len(records), secs, len(records) / secs)
+        write_jsonl(out_dir / f"predictions_{name}.jsonl", preds)
+        completions[name] = [p["completion"] for p in preds]
+
+    results, items = score(records, completions, dict(params.train.reward_weights), ev.iou_thresholds, ev.threshold_op)
+    if ev.judge and records:
+        run_judge(records, completions, results, out_dir, params)
+    notes = [f"Test set `{set_name}` ({test_records_path}): {summary_line(set_name, summary).split(': ', 1)[1]} "
+             f"(see skipped.jsonl); greedy decoding, max_new_tokens={ev.max_new_tokens}; R@k counts IoU {ev.threshold_op} k."]
+    write_outputs(out_dir, metrics_path, results, items, notes)
+    return results

@@ -1,0 +1,72 @@
+"""What the tiny model is taught to write: the warm-start completions and the tokenizer's text.
+
+Shared by the warm start (pipeline.model.make) and the optional text pretraining
+(pipeline.model.text_pretrain), so neither imports the other.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from pipeline.core.prompt import INSTRUCTION, NIL, format_span
+from pipeline.riq.schema import RiqRecord
+
+# "... the video shows <truth phrase>, not <asked phrase>." (pipeline.riq.build.explanation)
+_SHOWS = re.compile(r"the video shows (?P<seen>.+), not (?P<asked>.+)\.$")
+
+
+def verify_phrases(records: Sequence[RiqRecord]) -> dict[str, tuple[str, str]]:
+    """record id -> (asked, seen): the event the query asks for and the nearest one the video shows,
+    both as the plain phrases of the records' explanations ("the small red square moving left").
+
+    A refusable record states both in its explanation. An answerable record asks for what its
+    video shows; its phrase is read from a refusal of the same video that corrects back to it
+    (shortest, definite article first). Records without such text (imported sets with free-form
+    explanations) are left out and keep the quoting think.
+    """
+    out: dict[str, tuple[str, str]] = {}
+    truths: dict[tuple[str, str], list[str]] = {}
+    for r in records:
+        m = _SHOWS.search(r.explanation or "") if r.task_type == "refusable" else None
+        if m:
+            out[r.id] = (m["asked"], m["seen"])
+            truths.setdefault((r.video, " ".join((r.correction_target or "").split())), []).append(m["seen"])
+    for r in records:
+        found = truths.get((r.video, " ".join(r.problem.split()))) if r.task_type == "answerable" else None
+        if found:
+            phrase = min(found, key=lambda t: (not t.startswith("the "), len(t), t))
+            out[r.id] = (phrase, phrase)
+    return out
+
+
+def reference_completion(record: RiqRecord, phrases: tuple[str, str] | None = None) -> str:
+    """The ideal completion for a record: the warm-start target.
+
+    With ``phrases`` (asked, seen) the think verifies: it restates the asked event, then
+    names the nearest event the video shows, word by word, and decides on whether the two
+    agree. A tiny decoder cannot judge a whole query against the video in one token (it
+    learns the wording's prior instead, docs/MODEL.md); naming what is seen checks each
+    attribute where it is written, and the decision is then a comparison of two texts.
+    Without phrases the think opens by quoting the query, and the decision follows it.
+    """
+    query = " ".join(record.problem.split())
+    if record.task_type == "answerable":
+        span = format_span(*record.span)
+        think = (f"Asked: {phrases[0]}. Seen: {phrases[1]}, from {span} seconds." if phrases
+                 else f"\"{query}\": it happens from {span} seconds.")
+        return f"<think>{think}</think> <answer>{span}</answer> <correction>{NIL}</correction>"
+    target = record.correction_target or ""
+    think = (f"Asked: {phrases[0]}. Seen: {phrases[1]}, not that." if phrases
+             else f"\"{query}\": no moment matches; the video shows \"{target}\".")
+    return f"<think>{think}</think> <answer>{record.explanation or ''}</answer> <correction>{target}</correction>"
+
+
+def tokenizer_corpus(records: Sequence[RiqRecord]) -> list[str]:
+    """The text the tiny tokenizer is trained on: everything the policy reads or writes."""
+    texts = ["system\nYou are a helpful assistant.", "user\n", "assistant\n", "0123456789. to " * 4]
+    phrases = verify_phrases(records)
+    for r in records:
+        texts += [INSTRUCTION.format(query=r.problem), reference_completion(r), reference_completion(r, phrases.get(r.id)),
+                  r.reference_answer, r.contrast_answer]
+    return texts

@@ -1,0 +1,171 @@
+"""Vision pretraining of the tiny model: a stand-in for the image-text pretraining
+a hub Qwen2.5-VL's vision tower already has.
+
+Through the language-model loss alone, a randomly initialised tiny vision tower
+gets almost no gradient (the decoder first learns to ignore video tokens that all
+look alike), so the warm start and GRPO never learn to look. Here the tower is
+trained directly with word supervision (bag-of-words pretraining, as in
+tag-supervised visual pretraining): each merged video token group of one time step
+must predict, through the model's own tied word embeddings, the words of the
+answerable train queries whose segment overlaps that time, and the whole video
+the words of all its queries. The targets come from the RIQ train split only, so
+any dataset works, not only the synthetic one; words that occur in most videos
+("the", "moment") carry nothing visual and are left out.
+
+Because the head is the (tied) embedding matrix, a video token ends up close to
+the input embeddings of the words it shows, which the decoder can then read
+like text.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from pipeline.core.frames_cache import frames_file, load_frames
+from pipeline.riq.schema import RiqRecord
+
+
+def query_words(records: Sequence[RiqRecord], tokenizer) -> dict[str, list[tuple[float, float, set[int]]]]:
+    """Per video: (start, end, token ids) of each of its answerable queries."""
+    events: dict[str, list[tuple[float, float, set[int]]]] = {}
+    for r in records:
+        if r.task_type != "answerable" or r.span is None:
+            continue
+        ids = set(tokenizer(" " + " ".join(r.problem.split()), add_special_tokens=False)["input_ids"])
+        events.setdefault(r.video, []).append((float(r.span[0]), float(r.span[1]), ids))
+    return events
+
+
+def visual_vocabulary(records: Sequence[RiqRecord], tokenizer, max_video_share: float) -> dict[str, list[tuple[float, float, set[int]]]]:
+    """:func:`query_words`, keeping only token ids that occur in at most ``max_video_share``
+    of the videos (and in at least two: a word of one video cannot generalise)."""
+    events = query_words(records, tokenizer)
+    df: dict[int, int] = {}
+    for evs in events.values():
+        for i in set().union(*(e[2] for e in evs)):
+            df[i] = df.get(i, 0) + 1
+    n = max(1, len(events))
+    keep = {i for i, c in df.items() if c >= 2 and c / n <= max_video_share}
+    return {v: [(s, e, ids & keep) for s, e, ids in evs] for v, evs in events.items()}
+
+
+def _video_batch(processor, frames):
+    from pipeline.model.video_inputs import batch_inputs, prompt_text
+
+    b = batch_inputs(processor, [prompt_text(processor, "")], [frames])
+    return b["pixel_values_videos"], b["video_grid_thw"]
+
+
+def word_auc(model, processor, records: Sequence[RiqRecord], frames_dir, train_records: Sequence[RiqRecord],
+             max_video_share: float) -> float | None:
+    """How well the video tokens tell which visual words a video's queries use: the ROC AUC,
+    over (video, word) pairs of ``records``' videos, of the best video token's score for the
+    word (0.5 = chance). The words are the visual vocabulary of ``train_records``."""
+    import torch
+
+
+    vocab = visual_vocabulary(train_records, processor.tokenizer, max_video_share)
+    words = sorted(set().union(*(ids for evs in vocab.values() for _, _, ids in evs))) if vocab else []
+    truth = query_words(records, processor.tokenizer)
+    first = {r.video: r for r in records if r.video in truth}
+    if not words or not first:
+        return None
+    embed = model.get_input_embeddings().weight
+    scores, labels = [], []
+    with torch.no_grad():
+        for video, record in sorted(first.items()):
+            pixels, grid = _video_batch(processor, load_frames(frames_file(record, frames_dir)))
+            out = model.model.visual(pixels, grid_thw=grid)
+            feats = out.pooler_output if hasattr(out, "pooler_output") else out
+            best = (feats @ embed[words].T).amax(0)
+            present = set().union(*(ids for _, _, ids in truth[video]))
+            scores += best.tolist()
+            labels += [w in present for w in words]
+    pos = [s for s, y in zip(scores, labels) if y]
+    neg = [s for s, y in zip(scores, labels) if not y]
+    if not pos or not neg:
+        return None
+    # Mann-Whitney form of the AUC: share of (positive, negative) pairs ranked right, ties half.
+    neg_t = torch.tensor(neg)
+    wins = sum(float((p > neg_t).sum() + 0.5 * (p == neg_t).sum()) for p in pos)
+    return round(wins / (len(pos) * len(neg)), 4)
+
+
+def pretrain_vision(model, processor, records: Sequence[RiqRecord], frames_dir, *, steps: int, learning_rate: float,
+                    batch_size: int, max_video_share: float, seed: int) -> dict:
+    """Train the vision tower (and the tied word embeddings it is read through) on
+    word targets; returns losses and the share of held-in target words ranked in the top-k."""
+    import torch
+    import torch.nn.functional as F
+
+
+    vocab = visual_vocabulary(records, processor.tokenizer, max_video_share)
+    by_video = {r.video: r for r in records if r.video in vocab}
+    videos = sorted(by_video)
+    words = sorted(set().union(*(ids for evs in vocab.values() for _, _, ids in evs)))
+    if not videos or not words or steps <= 0:
+        return {"steps": 0}
+    col = {w: j for j, w in enumerate(words)}
+    embed = model.get_input_embeddings().weight
+    # A learnt temperature keeps the video tokens near the scale of word embeddings.
+    log_scale = torch.nn.Parameter(torch.tensor(3.0))
+    params = list(model.model.visual.parameters()) + [embed, log_scale]
+    opt = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
+    merge = model.config.vision_config.spatial_merge_size
+    cache: dict[str, tuple] = {}
+
+    def inputs(video: str):
+        if video not in cache:
+            frames = load_frames(frames_file(by_video[video], frames_dir))
+            pixels, grid = _video_batch(processor, frames)
+            cache[video] = (pixels, grid, [float(t) for t in frames.timestamps])
+        return cache[video]
+
+    def targets(video: str, t: int, ts: list[float], tps: int) -> tuple:
+        step_s = ts[1] - ts[0] if len(ts) > 1 else 0.5
+        groups = torch.zeros(t, len(words))
+        for k in range(t):
+            lo, hi = ts[min(k * tps, len(ts) - 1)], ts[min(k * tps + tps - 1, len(ts) - 1)] + step_s
+            for s, e, ids in vocab[video]:
+                if s < hi and e > lo:
+                    groups[k, [col[i] for i in ids]] = 1.0
+        whole = torch.zeros(len(words))
+        for _, _, ids in vocab[video]:
+            whole[[col[i] for i in ids]] = 1.0
+        return groups, whole
+
+    rng = random.Random(seed)
+    model.train()
+    losses = []
+    tps = model.config.vision_config.temporal_patch_size
+    for _ in range(steps):
+        chunk = rng.sample(videos, min(batch_size, len(videos)))
+        got = [inputs(v) for v in chunk]
+        pixels = torch.cat([g[0] for g in got])
+        grid = torch.cat([g[1] for g in got])
+        out = model.model.visual(pixels, grid_thw=grid)
+        feats = out.pooler_output if hasattr(out, "pooler_output") else out
+        sizes = (grid.prod(-1) // merge**2).tolist()
+        loss = 0.0
+        for v, (_, thw, ts), f in zip(chunk, got, torch.split(feats, sizes)):
+            t = int(thw[0, 0])
+            logits = log_scale.exp() * (f @ embed[words].T)  # (tokens, words)
+            per_group = logits.view(t, -1, len(words)).amax(1)
+            g_target, w_target = targets(v, t, ts, tps)
+            loss = loss + F.binary_cross_entropy_with_logits(per_group, g_target)
+            loss = loss + F.binary_cross_entropy_with_logits(per_group.amax(0), w_target)
+        loss = loss / len(chunk)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        losses.append(float(loss.detach()))
+    k = max(1, len(losses) // 10)
+    return {
+        "steps": steps,
+        "videos": len(videos),
+        "words": len(words),
+        "first_loss": round(sum(losses[:k]) / k, 4),
+        "last_loss": round(sum(losses[-k:]) / k, 4),
+    }

@@ -1,0 +1,94 @@
+"""Profiles: named sets of params (configs/profiles/<name>.yaml) written into params.yaml.
+
+``rarft profile gpu8`` rewrites params.yaml so that every key any profile lists
+takes its default from :mod:`pipeline.core.params`, then the keys of the chosen
+profile take the profile's values, and ``profile`` records the name. Keys no
+profile lists keep whatever params.yaml says. ``cpu`` is the built-in profile
+that lists nothing, i.e. the defaults.
+
+Why a file rewrite and not a loader-side merge or Hydra composition: the values
+that run are then the values in params.yaml, so ``dvc params diff`` and
+``dvc exp show`` columns are the real learning rate, model and process count,
+and ``dvc repro`` / ``dvc exp run`` behave as usual (docs/TRAINING.md, Profiles).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.core.io import InputError, atomic_path
+from pipeline.core.params import Params, parse_params
+
+PROFILES_DIR = Path(__file__).resolve().parents[2] / "configs" / "profiles"
+DEFAULT = "cpu"
+
+
+def profile_names(folder: Path = PROFILES_DIR) -> list[str]:
+    return sorted([DEFAULT, *(p.stem for p in folder.glob("*.yaml"))])
+
+
+def read_profile(name: str, folder: Path = PROFILES_DIR) -> dict:
+    """The profile's nested keys (empty for ``cpu``); an unknown name or a bad key fails in one line."""
+    if name == DEFAULT:
+        return {}
+    path = folder / f"{name}.yaml"
+    if not path.is_file():
+        raise InputError(f"profile {name!r}: no {path} (known: {', '.join(profile_names(folder))})")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    parse_params(data, str(path))  # every key must be a params key
+    return data
+
+
+def _leaves(tree: dict, prefix: tuple = ()) -> dict[tuple, Any]:
+    out: dict[tuple, Any] = {}
+    for key, value in tree.items():
+        # reward_weights is one value (a dict param), not a section.
+        if isinstance(value, dict) and key != "reward_weights":
+            out |= _leaves(value, (*prefix, key))
+        else:
+            out[(*prefix, key)] = value
+    return out
+
+
+def _set(tree: dict, path: tuple, value: Any) -> None:
+    for key in path[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[path[-1]] = value
+
+
+def _get(tree: dict, path: tuple) -> Any:
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
+def compose(current: dict, name: str, folder: Path = PROFILES_DIR) -> dict:
+    """``current`` params data with profile ``name`` applied (see the module docstring)."""
+    defaults = Params().model_dump(mode="json")
+    touched = set()
+    for other in profile_names(folder):
+        touched |= set(_leaves(read_profile(other, folder)))
+    out = copy.deepcopy(current or {})
+    for path in sorted(touched):
+        _set(out, path, _get(defaults, path))
+    for path, value in _leaves(read_profile(name, folder)).items():
+        _set(out, path, value)
+    out["profile"] = name
+    return out
+
+
+def apply_profile(name: str, params_path: str | Path = "params.yaml", folder: Path = PROFILES_DIR) -> dict[str, tuple]:
+    """Rewrite ``params_path`` with profile ``name``; return the changed keys as ``{key: (old, new)}``."""
+    path = Path(params_path)
+    current = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else Params().model_dump(mode="json")
+    new = compose(current, name, folder)
+    parse_params(new, str(path))
+    old_leaves, new_leaves = _leaves(current), _leaves(new)
+    changed = {".".join(k): (old_leaves.get(k), v) for k, v in new_leaves.items() if old_leaves.get(k) != v}
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(yaml.safe_dump(new, sort_keys=False), encoding="utf-8")
+    return changed

@@ -1,0 +1,326 @@
+"""Stage evaluate on real parts: synthetic videos rendered and decoded by ffmpeg,
+RIQ records from the real builder, and two real tiny Qwen2.5-VL checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from pipeline.cli.main import app
+from pipeline.core.io import InputError, read_jsonl, write_jsonl
+from pipeline.core.params import (
+    FramesParams,
+    Params,
+    RiqParams,
+    SyntheticParams,
+    TinyModelParams,
+)
+from pipeline.data.frames import extract_dir
+from pipeline.data.synthetic import render_dataset
+from pipeline.evaluate import inference
+from pipeline.evaluate.metrics import read_riq
+from pipeline.model.tiny import build_processor, build_tiny_model, train_tokenizer
+from pipeline.model.video_inputs import batch_inputs, load_policy, prompt_text
+from pipeline.riq.build import build_riq
+
+MAX_NEW = 8
+
+
+def _diversify(model, seed: int) -> None:
+    """Redraw the weights larger. Freshly initialised (std 0.02, tied embeddings), the tiny
+    model greedily repeats the prompt's last token whatever the video; with larger weights
+    its output depends on the video and the query, so comparing completions means something."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.15)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("eval")
+    syn = SyntheticParams(n_videos=3, min_duration=4.0, max_duration=6.0, min_events=2, max_events=2, seed=3)
+    logs, failures = render_dataset(syn, root / "raw", workers=2)
+    assert not failures
+    write_jsonl(root / "raw" / "annotations.jsonl", logs)
+    extract_dir(root / "raw" / "videos", root / "frames", FramesParams(), workers=2, progress=False)
+    build_riq(RiqParams(test_fraction=0.34, seed=0), root / "raw" / "annotations.jsonl", root / "frames", root / "riq", root / "stats.json")
+    records = read_riq(root / "riq" / "test.jsonl") + read_riq(root / "riq" / "train.jsonl")
+    # One file with every record: several videos, both task types, the shuffled kind.
+    write_jsonl(root / "riq" / "all.jsonl", records)
+
+    tokenizer = train_tokenizer([r.problem + " " + r.reference_answer for r in records], vocab_size=400)
+    models = {}
+    for name, seed in (("base", 0), ("trained", 1)):
+        model = build_tiny_model(tokenizer, TinyModelParams(vocab_size=400, seed=seed))
+        _diversify(model, seed)
+        model.save_pretrained(root / name)
+        build_processor(tokenizer).save_pretrained(root / name)
+        models[name] = root / name
+    return {"root": root, "records": records, "riq": root / "riq" / "all.jsonl", **models}
+
+
+def test_fixture_covers_both_classes_and_several_videos(data):
+    recs = data["records"]
+    assert len({r.video for r in recs}) == 3
+    assert {r.task_type for r in recs} == {"answerable", "refusable"}
+    assert all(Path(r.frames_path).is_file() for r in recs)
+
+
+def test_plan_batches_groups_queries_of_a_video():
+    from pipeline.riq.schema import RiqRecord
+
+    def rec(i, v):
+        return RiqRecord(id=f"r{i}", video=v, video_path="x.mp4", frames_path=f"{v}.npz", duration=10, problem="q",
+                         task_type="answerable", kind="answerable", gt_answers=[{"answer": [1, 2]}],
+                         reference_answer="1.00 to 2.00", contrast_answer="none", source="t")
+
+    recs = [rec(0, "a"), rec(1, "b"), rec(2, "a"), rec(3, "c"), rec(4, "b")]
+    assert inference.plan_batches(recs, 2) == [[0, 2], [1, 4], [3]]
+
+
+def test_grouped_inputs_equal_batch_inputs(data):
+    """Preprocessing each video once and tiling it gives exactly the tensors of batch_inputs on the full batch."""
+    _, processor = load_policy(data["base"])
+    recs = data["records"]
+    idxs = inference.plan_batches(recs, 7)[0]
+    batch = [recs[i] for i in idxs]
+    assert len({r.video for r in batch}) >= 2, "the batch must span videos"
+    prompts = [prompt_text(processor, r.problem) for r in batch]
+    got = inference.grouped_inputs(processor, prompts, batch, inference.VideoCache(processor))
+    from pipeline.core.frames_cache import load_frames
+
+    want = batch_inputs(processor, prompts, [load_frames(r.frames_path) for r in batch])
+    assert set(got) == {k for k, v in want.items() if isinstance(v, torch.Tensor)}
+    for key, value in got.items():
+        assert torch.equal(value, want[key]), key
+
+
+def test_grouped_batches_match_one_by_one_generation(data):
+    """Left padding and video reuse change nothing: batched greedy == one query at a time."""
+    model, processor = load_policy(data["base"])
+    recs = data["records"][:9]
+    batched = inference.generate(model, processor, recs, batch_size=5, max_new_tokens=MAX_NEW, progress=False)
+    single = inference.generate(model, processor, recs, batch_size=1, max_new_tokens=MAX_NEW, progress=False, grouped=False)
+    assert [p["id"] for p in batched] == [r.id for r in recs]
+    assert batched == single
+    assert len({p["completion"] for p in batched}) >= 3, "completions should differ across queries"
+
+
+def test_missing_frames_path_is_a_clear_error(data):
+    model, processor = load_policy(data["base"])
+    rec = data["records"][0].model_copy(update={"frames_path": None})
+    with pytest.raises(InputError, match=f"record {rec.id}: frames_path"):
+        inference.generate(model, processor, [rec], batch_size=1, max_new_tokens=4, progress=False)
+
+
+@pytest.fixture(scope="module")
+def evaluated(data) -> dict:
+    """The stage's own entry point, with a params file as DVC passes it."""
+    from stages.evaluate import main
+
+    out = data["root"] / "run"
+    params = Params.model_validate({"evaluate": {"max_new_tokens": MAX_NEW, "batch_size": 4}})
+    out.mkdir()
+    (out / "params.yaml").write_text(yaml.safe_dump(params.model_dump()))
+    main(["--base", str(data["base"]), "--trained", str(data["trained"]), "--riq", str(data["riq"]),
+          "--out", str(out / "eval"), "--metrics", str(out / "metrics.json"), "--params", str(out / "params.yaml")])
+    return {"out": out, "eval": out / "eval", "params": params}
+
+
+def test_predictions_one_line_per_record_and_deterministic(data, evaluated):
+    ids = [r.id for r in data["records"]]
+    rows = {}
+    for name in ("base", "trained"):
+        rows[name] = [obj for _, obj in read_jsonl(evaluated["eval"] / f"predictions_{name}.jsonl")]
+        assert [r["id"] for r in rows[name]] == ids
+        assert all(set(r) == {"id", "completion"} and isinstance(r["completion"], str) for r in rows[name])
+    assert rows["base"] != rows["trained"]
+    # A second run (another batch size, so other batch compositions) predicts the same.
+    again = inference.predict(data["base"], data["records"], batch_size=3, max_new_tokens=MAX_NEW, progress=False)
+    assert again == rows["base"]
+
+
+def test_cli_predict_and_metrics_agree_with_the_stage(data, evaluated, tmp_path):
+    """`rarft predict` writes what `rarft metrics --predictions` reads, and both agree with the stage."""
+    runner = CliRunner()
+    preds = tmp_path / "preds.jsonl"
+    res = runner.invoke(app, ["predict", "--model", str(data["base"]), "--records", str(data["riq"]), "--out", str(preds),
+                              "--batch-size", "4", "--max-new-tokens", str(MAX_NEW)])
+    assert res.exit_code == 0, res.output
+    assert preds.read_text() == (evaluated["eval"] / "predictions_base.jsonl").read_text()
+    res = runner.invoke(app, ["metrics", "--records", str(data["riq"]), "--predictions", str(preds),
+                              "--out", str(tmp_path / "m.json"), "--params", str(evaluated["out"] / "params.yaml")])
+    assert res.exit_code == 0, res.output
+    stage = json.loads((evaluated["out"] / "metrics.json").read_text())
+    assert json.loads((tmp_path / "m.json").read_text()) == stage["base"]
+
+
+def test_metrics_json_structure(data, evaluated):
+    text = (evaluated["out"] / "metrics.json").read_text()
+    metrics = json.loads(text)
+    assert text == json.dumps(metrics, indent=2, sort_keys=True) + "\n"
+    assert list(metrics) == ["base", "trained"]
+    required = [
+        "reward.total", "format_rate", "relevance.accuracy", "relevance.f1_relevant", "relevance.f1_irrelevant",
+        "relevance.f1_macro", "ra_iou.mean", "ra_iou.r@0.3", "ra_iou.r@0.5", "ra_iou.r@0.7",
+        "grounding.miou", "grounding.r@0.3", "grounding.r@0.5", "grounding.r@0.7", "n_items",
+    ] + [f"reward.{name}" for name in evaluated["params"].train.reward_weights]
+    for block in metrics.values():
+        for key in required:
+            node = block
+            for part in key.split(".", 1) if "." in key else [key]:
+                node = node[part]
+            assert isinstance(node, (int, float)), key
+        assert block["n_items"] == len(data["records"])
+
+
+def test_items_table_and_plot_csvs(data, evaluated):
+    out = evaluated["eval"]
+    items = pd.read_csv(out / "items.csv")
+    assert len(items) == 2 * len(data["records"])
+    for col in ("model", "id", "task_type", "kind", "difficulty", "categories", "relevant_pred", "iou", "ra_iou",
+                "reward_format", "reward_refuse_iou", "reward_explain", "reward_correction", "reward_total"):
+        assert col in items.columns, col
+    # items.csv agrees with metrics.json on the headline number.
+    metrics = json.loads((evaluated["out"] / "metrics.json").read_text())
+    for name in ("base", "trained"):
+        assert items.loc[items["model"] == name, "ra_iou"].mean() == pytest.approx(metrics[name]["ra_iou"]["mean"], abs=1e-5)
+
+    expected = {
+        "by_difficulty": ["difficulty", "n", "ra_iou_mean", "accuracy"],
+        "by_category": ["category", "n", "accuracy", "ra_iou_mean"],
+        "confusion": ["actual", "predicted"],
+    }
+    for name in ("base", "trained"):
+        for plot, cols in expected.items():
+            df = pd.read_csv(out / "plots" / f"{plot}_{name}.csv")
+            assert list(df.columns) == cols, plot
+        conf = pd.read_csv(out / "plots" / f"confusion_{name}.csv")
+        assert len(conf) == len(data["records"])
+        assert set(conf["actual"]) == {"relevant", "irrelevant"}
+        diff = pd.read_csv(out / "plots" / f"by_difficulty_{name}.csv")
+        assert diff["n"].sum() == len(data["records"])
+    hist = pd.read_csv(out / "plots" / "iou_hist.csv")
+    assert list(hist.columns) == ["iou", "base", "trained"]
+    n_answerable = sum(r.task_type == "answerable" for r in data["records"])
+    assert hist["base"].sum() == hist["trained"].sum() == n_answerable
+    report = (out / "report.md").read_text()
+    assert "ra_iou.mean" in report and "base" in report and "trained" in report
+    assert (out / "skipped.jsonl").read_text() == ""
+
+
+def test_outputs_from_known_completions(data, tmp_path):
+    """Hand-checkable completions: 'perfect' answers every item right; 'spans' gives the
+    true span on answerable items and a span on every refusable one (all refusals wrong)."""
+    from pipeline.core.prompt import format_span
+    from pipeline.evaluate.run import score, write_outputs
+
+    recs = data["records"]
+    span_answer = "<think>t</think> <answer>{}</answer> <correction>NIL</correction>"
+    refusal = "<think>t</think> <answer>{}</answer> <correction>{}</correction>"
+    spans = [span_answer.format(format_span(*(r.span or (0.0, 1.0)))) for r in recs]
+    perfect = [s if r.span else refusal.format(r.explanation, r.correction_target) for r, s in zip(recs, spans)]
+    params = Params()
+    results, items = score(recs, {"spans": spans, "perfect": perfect}, dict(params.train.reward_weights), [0.3, 0.5, 0.7])
+    write_outputs(tmp_path / "eval", tmp_path / "metrics.json", results, items)
+
+    n, n_ans = len(recs), sum(r.task_type == "answerable" for r in recs)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["perfect"]["relevance"]["accuracy"] == 1.0
+    assert metrics["perfect"]["ra_iou"]["mean"] == 1.0
+    assert metrics["perfect"]["format_rate"] == 1.0
+    assert metrics["spans"]["relevance"]["accuracy"] == pytest.approx(n_ans / n)
+    assert metrics["spans"]["ra_iou"]["mean"] == pytest.approx(n_ans / n)
+    assert metrics["spans"]["grounding"]["miou"] == 1.0
+
+    plots = tmp_path / "eval" / "plots"
+    diff = pd.read_csv(plots / "by_difficulty_spans.csv").set_index("difficulty")
+    assert diff.loc["original", "accuracy"] == 1.0 and diff.loc["original", "ra_iou_mean"] == 1.0
+    assert diff.loc["original", "n"] == n_ans
+    assert (diff.drop(index="original")[["accuracy", "ra_iou_mean"]] == 0).all().all()
+    assert (pd.read_csv(plots / "by_difficulty_perfect.csv")["accuracy"] == 1.0).all()
+    conf = pd.read_csv(plots / "confusion_spans.csv")
+    assert (conf["predicted"] == "relevant").all()
+    assert (conf["actual"] == "irrelevant").sum() == n - n_ans
+    conf = pd.read_csv(plots / "confusion_perfect.csv")
+    assert (conf["actual"] == conf["predicted"]).all()
+    cats = pd.read_csv(plots / "by_category_spans.csv")
+    assert (cats["accuracy"] == 0).all() and cats["n"].sum() == sum(len(r.categories) for r in recs)
+    hist = pd.read_csv(plots / "iou_hist.csv")
+    assert hist["spans"].tolist() == [0] * 9 + [n_ans]
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert "| relevance.accuracy" in report
+
+
+def test_select_records_skips_missing_frames_with_reason_and_caps(data, tmp_path):
+    from pipeline.evaluate.run import select_records
+
+    recs = data["records"][:4]
+    broken = [recs[0].model_copy(update={"frames_path": None}),
+              recs[1].model_copy(update={"frames_path": str(tmp_path / "gone.npz")}), *recs[2:]]
+    keep, skipped = select_records(broken, max_items=0)
+    assert [r.id for r in keep] == [r.id for r in recs[2:]]
+    assert skipped == [{"id": recs[0].id, "reason": "frames_path: missing"},
+                       {"id": recs[1].id, "reason": f"frames_path: {tmp_path / 'gone.npz'} not found"}]
+    keep, skipped = select_records(recs, max_items=3)
+    assert [r.id for r in keep] == [r.id for r in recs[:3]] and skipped == []
+
+
+def evaluated_params(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(Params().model_dump()))
+    return path
+
+
+def test_set_without_videos_reports_zero_evaluable_not_a_crash(data, tmp_path, caplog):
+    """An imported set whose videos were never downloaded: 0 evaluable / N quarantined, every output written."""
+    import logging
+
+    from stages.evaluate import main
+
+    recs = data["records"][:4]
+    write_jsonl(tmp_path / "imported.jsonl", [r.model_copy(update={"frames_path": None, "video": "gone"}) for r in recs])
+    with caplog.at_level(logging.INFO):
+        main(["--base", str(tmp_path / "no-model"), "--trained", str(tmp_path / "no-model"), "--riq", str(tmp_path / "imported.jsonl"),
+              "--out", str(tmp_path / "eval"), "--metrics", str(tmp_path / "m.json"), "--frames", str(data["root"] / "frames"),
+              "--set", "charades", "--params", str(evaluated_params(tmp_path))])
+    assert "charades: 0 evaluable / 4 quarantined (no video)" in caplog.text
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert list(metrics) == ["base", "trained"] and metrics["base"]["n_items"] == 0
+    assert json.loads((tmp_path / "eval" / "summary.json").read_text())["skipped"] == 4
+    skipped = [obj for _, obj in read_jsonl(tmp_path / "eval" / "skipped.jsonl")]
+    assert [s["id"] for s in skipped] == [r.id for r in recs] and all("gone.npz not found" in s["reason"] for s in skipped)
+    assert "0 evaluable / 4 quarantined" in (tmp_path / "eval" / "report.md").read_text()
+
+
+def test_records_without_frames_path_are_joined_with_the_frame_cache(data, evaluated, tmp_path):
+    from pipeline.evaluate.run import join_frames, select_records
+
+    bare = [r.model_copy(update={"frames_path": None}) for r in data["records"][:3]]
+    keep, skipped = select_records(join_frames(bare, data["root"] / "frames"), 0)
+    assert [r.frames_path for r in keep] == [r.frames_path for r in data["records"][:3]] and skipped == []
+
+
+def test_new_metrics_and_item_columns(data, evaluated):
+    metrics = json.loads((evaluated["out"] / "metrics.json").read_text())
+    for block in metrics.values():
+        assert block["conventions"] == {"threshold_op": ">=", "rt_iou_source": "rules+sbert-prototype"}
+        for key in ("explanation", "correction"):
+            assert set(block[key]) == {"sim_irrelevant", "sim_correct_refusals"}
+        assert set(block["rt_iou"]) == {"mean", "mean_correct_refusals"}
+    items = pd.read_csv(evaluated["eval"] / "items.csv")
+    for col in ("expl_sim", "corr_sim", "rt_iou", "pred_categories"):
+        assert col in items.columns
+    assert items.loc[items["task_type"] == "answerable", "expl_sim"].isna().all()
+    parquet = pd.read_parquet(evaluated["eval"] / "items.parquet")
+    assert len(parquet) == len(items) and list(parquet["categories"].iloc[0]) == (
+        items["categories"].iloc[0].split(";") if isinstance(items["categories"].iloc[0], str) else [])
+    assert "rt_iou.mean" in (evaluated["eval"] / "report.md").read_text()
