@@ -119,3 +119,23 @@ def card_cmd(
     if out:
         write_json(out, card)
     typer.echo(json.dumps(card, indent=2))
+
+
+@one_line_errors
+def audit_cmd(
+    files: list[str] = typer.Argument(..., help="TRAIN.jsonl TEST.jsonl (fit on one, score on the other), or one FILE split by video."),
+    out: str = typer.Option(None, help="Write the full audit (JSON) here."),
+    fmt: str = typer.Option("riq", "--format", help="riq, or an importer name (hi-vtg, charades-sta, activitynet-captions, qvhighlights) to read a released file directly."),
+    test_fraction: float = typer.Option(0.2, help="One FILE: share of its videos held out for scoring."),
+    seed: int = typer.Option(0, help="One FILE: seed of the split by video; also the classifiers' seed."),
+    sbert: bool = typer.Option(True, help="Also the SBERT-embedding column (all-MiniLM-L6-v2)."),
+) -> None:
+    """Blind baseline: how well the query text alone separates refusable from answerable (split by video)."""
+    from pipeline.core.io import write_json
+    from pipeline.riq.audit import audit_files, summary_lines
+
+    result = audit_files(files, fmt, test_fraction=test_fraction, seed=seed, use_sbert=sbert)
+    for line in summary_lines(result):
+        typer.echo(line)
+    if out:
+        write_json(out, result)

@@ -162,6 +162,15 @@ class RiqParams(Section):
     easy_per_event: int = Field(0, ge=0, description="Easy queries (3 edits) generated per event.")
     shuffled_per_video: int = Field(1, ge=0, description="Simply-shuffled refusable queries (a query from another video) per video.")
     max_redraws: int = Field(20, ge=1, description="Candidates drawn per refusable query before giving up (a candidate that matches some event of the video is rejected and redrawn).")
+    edits: list[Literal["colour", "size", "shape", "action", "direction", "order", "count"]] = Field(
+        default_factory=lambda: ["colour", "size", "shape", "action", "direction", "order"],
+        description="Facts a synthetic hard-irrelevant query may edit. 'count' is off by default: the shapes world never shows two objects alike, so every stated count above one is false and the words 'two'/'three' alone would give the label away (docs/RIQ.md).",
+    )
+    audit: bool = Field(True, description="Write the blind query-only baseline of the train/test split (pipeline.riq.audit: balanced accuracy per kind, difficulty, category, and the cue n-grams) into the stats file, a DVC metric.")
+    order_clause_rate: float = Field(
+        0.3, ge=0, le=1,
+        description="Share of synthetic queries, answerable and refusable alike, that carry an order clause ('after the blue bar appears, ...') when their event has another one wholly before or after it; true in answerable queries, false only where 'order' is the edit, so the clause's words say nothing about the label.",
+    )
     seed: int = Field(0, description="Seed for query generation and the train/test split.")
 
     @field_validator("import_file")

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from pipeline.core.events import VideoLog
 from pipeline.core.frames_cache import frames_path
-from pipeline.core.io import write_json, write_jsonl
+from pipeline.core.io import InputError, write_json, write_jsonl
 from pipeline.core.params import RiqParams
 from pipeline.riq.schema import DIFFICULTY_EDITS, RiqRecord
 from pipeline.riq.synthetic import (
@@ -66,7 +66,24 @@ def _quarantine(quarantine: list[dict], stats: dict, rid: str, reason: str, reco
     stats["quarantined"][key] += 1
 
 
-def stats_report(videos: dict, records: dict, splits: dict, quarantined: dict, source: dict) -> dict:
+def blind_audit(params: RiqParams, rows: dict[str, list[dict]]) -> dict | None:
+    """The query-only baseline of this build's own split (pipeline.riq.audit), or None when off.
+
+    In the stats file, so `dvc metrics diff` shows when a generator change adds or removes a
+    wording cue. A split that cannot be audited (one class only) says why instead of failing the build.
+    """
+    if not params.audit:
+        return None
+    from pipeline.riq.audit import audit
+
+    train, test = ([RiqRecord.model_validate(r) for r in rows[s]] for s in ("train", "test"))
+    try:
+        return audit(train, test, seed=params.seed)
+    except InputError as exc:
+        return {"error": str(exc)}
+
+
+def stats_report(videos: dict, records: dict, splits: dict, quarantined: dict, source: dict, audit: dict | None = None) -> dict:
     """The stats file (a DVC metric) of every build, synthetic or imported: the same keys in the
     same places, so `dvc metrics diff` across a change of source compares like with like.
 
@@ -74,8 +91,11 @@ def stats_report(videos: dict, records: dict, splits: dict, quarantined: dict, s
     generators added (imported) or every generated record (synthetic). What only one source has
     lives under ``source`` (``source.kind`` names it).
     """
-    return {"videos": dict(videos), "records": dict(records), "splits": splits,
-            "quarantined": dict(sorted(quarantined.items())), "source": source}
+    out = {"videos": dict(videos), "records": dict(records), "splits": splits,
+           "quarantined": dict(sorted(quarantined.items())), "source": source}
+    if audit is not None:
+        out["audit"] = audit
+    return out
 
 
 def split_videos(video_ids: list[str], test_fraction: float, seed: int) -> tuple[set[str], set[str]]:
@@ -129,7 +149,7 @@ def build_riq(
     per_video: dict[str, tuple[list[Draft], list[Draft], set[str]]] = {}
     for log in logs:
         rng = random.Random(f"{params.seed}:{log.video_id}")
-        answerable, by_event = answerable_drafts(rng, log, stats)
+        answerable, by_event = answerable_drafts(rng, log, stats, params.order_clause_rate)
         seen = {d.problem for d in answerable}
         refusable = hard_irrelevant_drafts(rng, log, by_event, params, seen, stats)
         per_video[log.video_id] = (answerable, refusable, seen)
@@ -182,6 +202,7 @@ def build_riq(
         quarantined=stats["quarantined"],
         source={"kind": "synthetic", "videos_without_queries": v["no_queries"], "ordinal_answerable": r["ordinal_answerable"],
                 "unnameable_events": r["unnameable_events"], "rejected": dict(stats["rejected"]), "gave_up": dict(stats["gave_up"])},
+        audit=blind_audit(params, rows),
     )
     write_json(stats_path, report)
     return report
@@ -191,7 +212,6 @@ def build_riq(
 def build_imported(params: RiqParams, imports: str | Path | None, frames_dir: str | Path, out_dir: str | Path, stats_path: str | Path) -> dict:
     """build_riq for an imported annotation set: import, join with the frame cache, generate
     refusable queries for answerable items that have none (riq.generators), split by video."""
-    from pipeline.core.io import InputError
     from pipeline.riq.importers import import_annotations
 
     if imports is None or not params.import_file:
@@ -249,6 +269,7 @@ def build_imported(params: RiqParams, imports: str | Path | None, frames_dir: st
         splits={split: _split_stats(rows[split]) for split in ("train", "test")},
         quarantined=reasons,
         source={"kind": params.source, "import": result.report, "generation": generation},
+        audit=blind_audit(params, rows),
     )
     write_json(stats_path, report)
     return report
