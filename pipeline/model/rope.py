@@ -9,12 +9,12 @@ starts after the video's last time step.
 transformers 5.24 rewrote ``Qwen2_5_VLModel.get_rope_index`` and advances the text start by
 ``max(h, w) // spatial_merge_size`` only, the rule for a still image. The vision positions themselves
 are right (transformers#45381 / #45400 fixed those), but text after a video now lands inside the
-video's time range: on the default data (36 frames at ~1.95 fps, 56x84, merged 2x3, temporal offsets
-up to 34) the instruction and the query start 3 positions after the video's start instead of 35, and
-their first 32 tokens share temporal positions with the video's frames. The prompt puts the query
-after the video (pipeline/core/prompt.py) and the completion follows it, so every token the model
-reads or writes about the query was positioned this way in generation and in every training forward
-alike (a hub Qwen2.5-VL-7B was pretrained with the original rule).
+video's time range. For the first video of the default data (36 frames at 72/37 fps, 56x84, merged
+2x3, temporal offsets up to 34) the instruction and the query start 3 positions after the video's
+start instead of 35, and their first 32 tokens share temporal positions with the video's frames. The
+prompt puts the query after the video (pipeline/core/prompt.py) and the completion follows it, so
+every token the model reads or writes about the query was positioned this way, in generation and in
+every training forward alike. A hub Qwen2.5-VL-7B comes with the released rule, not 5.24's.
 
 :func:`install` replaces the method on the class with the 5.24 function changed in that one line, so
 every instance (the policy, TRL's reference model, a resumed checkpoint) uses it, and the generate and
