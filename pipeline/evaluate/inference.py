@@ -19,13 +19,14 @@ from pathlib import Path
 
 import torch
 
+from pipeline.core.frames_cache import VideoFrames
 from pipeline.core.io import InputError
 from pipeline.riq.schema import RiqRecord
 
 log = logging.getLogger(__name__)
 
 # A control's change of a video as read from the cache (pipeline.evaluate.controls.blind_frames).
-FramesFn = Callable[["VideoFrames"], "VideoFrames"]  # noqa: F821  (pipeline.core.frames_cache.VideoFrames)
+FramesFn = Callable[[VideoFrames], VideoFrames]
 
 # batch_inputs keys that belong to the text side (one row per prompt); every other
 # tensor it returns is video-side and is concatenated per video in batch order.
