@@ -308,6 +308,12 @@ class TrainParams(Section):
 
 
 # --------------------------------------------------------------------------- evaluate
+class ControlsParams(Section):
+    blind: bool = Field(True, description="Also run every model on a constant grey video of the same length, size and fps as each record's video (same video token count, no information); adds control.blind (the whole metric block) and visual_gain.relevance.{accuracy,f1_macro} (true - blind) per model.")
+    swapped: bool = Field(True, description="Also run every model on each answerable record with its video replaced by another test video whose queries do not include it (seeded derangement over videos; on synthetic data also checked against the event log); the right output is a refusal. Adds control.swapped.{refusal_rate,n} per model.")
+    seed: int = Field(0, description="Seed of the swapped control's derangement of videos (donor video per record).")
+
+
 class EvaluateParams(Section):
     max_new_tokens: int = Field(128, ge=8, description="Most new tokens per greedy prediction (CPU: 128 covers the longest reference completion of the tiny tokenizer).")
     batch_size: int = Field(16, ge=1, description="Prompts per generate call (queries of one video are batched together).")
@@ -318,6 +324,7 @@ class EvaluateParams(Section):
     judge: bool = Field(False, description="Also score completions with an LLM judge (OpenAI-compatible endpoint from RARFT_JUDGE_BASE_URL / RARFT_JUDGE_MODEL / RARFT_JUDGE_API_KEY; never from params). Adds a 'judge' block per model.")
     judge_workers: int = Field(4, ge=1, description="Concurrent judge requests.")
     judge_retries: int = Field(2, ge=0, description="Extra attempts per judge request after a timeout, HTTP or connection error (replies that do not parse are not retried; they count as failures).")
+    controls: ControlsParams = Field(default_factory=ControlsParams, description="Video controls run for each model on the same records (each about 1x the evaluation's generation time): blind (grey frames) and swapped (another video); see docs/EVALUATION.md.")
 
 
 class Params(Section):

@@ -265,6 +265,35 @@ def compute_metrics(
     return metrics_from_table(item_table(records, completions), reward_weights, thresholds, threshold_op)
 
 
+# --------------------------------------------------------------------------- video controls
+VISUAL_GAIN_KEYS = ("accuracy", "f1_macro")
+
+
+def swapped_block(t: ItemTable) -> dict[str, float]:
+    """The swapped control: ``t`` holds answerable records scored on another video. ``refusal_rate``
+    = share of them whose completion refuses (an <answer> without a span, as in ``relevance``)."""
+    return {"n": len(t), "refusal_rate": _mean(t.pred_irrelevant.astype(float))}
+
+
+def control_blocks(
+    true_block: Mapping, blind: ItemTable | None, swapped: ItemTable | None, reward_weights: Mapping[str, float],
+    thresholds: Sequence[float] = THRESHOLDS, threshold_op: str = ">=",
+) -> dict:
+    """``control.blind`` (the whole block of the grey-video run), ``control.swapped`` and
+    ``visual_gain.relevance.<k>`` = true - blind; a control that did not run is absent."""
+    out: dict = {}
+    if blind is None and swapped is None:
+        return out
+    control: dict = {}
+    if blind is not None:
+        control["blind"] = metrics_from_table(blind, reward_weights, thresholds, threshold_op)
+        out["visual_gain"] = {"relevance": {k: true_block["relevance"][k] - control["blind"]["relevance"][k] for k in VISUAL_GAIN_KEYS}}
+    if swapped is not None:
+        control["swapped"] = swapped_block(swapped)
+    out["control"] = control
+    return out
+
+
 def _num(x: float) -> float | None:
     return None if np.isnan(x) else float(x)
 
@@ -328,9 +357,64 @@ def read_completions(path: str | Path, records: Sequence[RiqRecord], *, unique: 
     return recs, ids, comps
 
 
+def read_control_predictions(path: str | Path, records: Sequence[RiqRecord], *, swapped: bool) -> tuple[list[RiqRecord], list[str]]:
+    """A control's predictions (``predictions_<model>_blind.jsonl`` / ``_swapped.jsonl``): (records, completions) in file order.
+
+    Ids must be unique and in ``records``; a swapped line must name an answerable record and its ``donor`` video.
+    """
+    recs, _, comps = read_completions(path, records, unique=True)
+    if swapped:
+        for (lineno, obj), rec in zip(read_jsonl(path), recs):
+            if rec.task_type != "answerable":
+                raise InputError(f"{path}:{lineno}: id {rec.id!r}: the swapped control holds answerable records only")
+            if not isinstance(obj.get("donor"), str) or obj["donor"] == rec.video:
+                raise InputError(f"{path}:{lineno}: id {rec.id!r}: field 'donor' missing or the record's own video")
+    return recs, comps
+
+
+def metrics_with_controls(
+    records: Sequence[RiqRecord], completions: Sequence, reward_weights: Mapping[str, float],
+    thresholds: Sequence[float] = THRESHOLDS, threshold_op: str = ">=",
+    blind: Sequence | None = None, swapped: tuple[Sequence[RiqRecord], Sequence] | None = None,
+) -> dict:
+    """``compute_metrics`` plus the control blocks: ``blind`` = one completion per record on grey
+    frames, ``swapped`` = (answerable records, completions on their donor videos)."""
+    out = compute_metrics(records, completions, reward_weights, thresholds, threshold_op)
+    blind_t = None if blind is None else item_table(records, blind)
+    swapped_t = None if swapped is None else item_table(*swapped)
+    return out | control_blocks(out, blind_t, swapped_t, reward_weights, thresholds, threshold_op)
+
+
 def missing_predictions(records_path: str | Path, predictions_path: str | Path, records: Sequence[RiqRecord], ids: Sequence[str]) -> None:
     """Fail on the first record that has no prediction (naming both files, the record's position and id)."""
     have = set(ids)
     for n, r in enumerate(records, 1):
         if r.id not in have:
             raise InputError(f"{predictions_path}: no prediction for id {r.id!r} ({records_path} record #{n})")
+
+
+def metrics_from_files(
+    records_path: str | Path, predictions_path: str | Path, reward_weights: Mapping[str, float],
+    thresholds: Sequence[float] = THRESHOLDS, threshold_op: str = ">=", *, partial: bool = False,
+    blind_path: str | Path | None = None, swapped_path: str | Path | None = None,
+) -> dict:
+    """What ``rarft metrics`` writes: the block of a prediction file, plus ``control``/``visual_gain``
+    from the control prediction files when given (the same values as the evaluate stage's block).
+
+    The blind file must hold exactly the scored records (any order); the swapped file, answerable records.
+    """
+    all_records = read_riq(records_path)
+    recs, ids, comps = read_completions(predictions_path, all_records, unique=True)
+    if not partial:
+        missing_predictions(records_path, predictions_path, all_records, ids)
+    blind = swapped = None
+    if blind_path is not None:
+        b_recs, b_comps = read_control_predictions(blind_path, all_records, swapped=False)
+        by_id = dict(zip((r.id for r in b_recs), b_comps))
+        if set(by_id) != set(ids):
+            odd = sorted(set(by_id) ^ set(ids))[0]
+            raise InputError(f"{blind_path}: id {odd!r}: the blind predictions must cover exactly the records of {predictions_path}")
+        blind = [by_id[i] for i in ids]
+    if swapped_path is not None:
+        swapped = read_control_predictions(swapped_path, all_records, swapped=True)
+    return metrics_with_controls(recs, comps, reward_weights, thresholds, threshold_op, blind=blind, swapped=swapped)

@@ -11,6 +11,7 @@ event matches it. pipeline.riq.build validates the records and splits them. See 
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, replace
 from typing import get_args
 
@@ -166,6 +167,76 @@ def _phrase(q: Query) -> str:
 
 def explanation(truth: Query, asked: Query) -> str:
     return f"{NO_SEGMENT}: the video shows {_phrase(truth)}, not {_phrase(asked)}."
+
+
+# --------------------------------------------------------------------------- parsing
+_LOOK = rf"({'|'.join(SIZES)}) ({'|'.join(COLORS)}) ({'|'.join(SHAPES)})"
+_NP = re.compile(rf"(the|[a-z0-9]+) {_LOOK}(s?)")
+_OCCURRENCE = re.compile(r"(.+) for the ([a-z0-9]+) time")
+_ORDER_FIRST = re.compile(rf"(after|before) (the {_LOOK}) (.+?), (.+)")
+_ORDER_LAST = re.compile(rf"(.+) (after|before) (the {_LOOK}) (.+)")
+_MAIN = [re.compile(p) for p in (r"(.+)", r"when (.+)", r"the moment (.+)", r"(.+)", r"find the part where (.+)")]
+
+
+def _index(word: str, words: tuple[str, ...], suffix: str = "") -> int | None:
+    if word in words:
+        return words.index(word)
+    digits = word.removesuffix(suffix)
+    return int(digits) if digits.isdigit() else None
+
+
+def _clauses(text: str) -> list[tuple[Description, int, int]]:
+    """Every (description, count, occurrence) whose clause could read ``text`` ("np verb"); the round trip picks."""
+    out = []
+    for m in _NP.finditer(text):
+        if m.start() != 0 or text[m.end() : m.end() + 1] != " ":
+            continue
+        count = 0 if m.group(1) == "the" else _index(m.group(1), NUMBERS)
+        if count is None:
+            continue
+        verb, occurrence = text[m.end() + 1 :], 0
+        if (o := _OCCURRENCE.fullmatch(verb)) is not None:
+            k = _index(o.group(2), ORDINALS, "th")
+            if k is not None:
+                verb, occurrence = o.group(1), k
+        for action in ACTIONS:
+            if verb in {_verb(action, form) for form in ("finite", "plural", "gerund")}:
+                out.append((Description(m.group(3), m.group(2), m.group(4), action), count, occurrence))
+    return out
+
+
+def parse_query(text: str) -> Query | None:
+    """The :class:`Query` whose :func:`query_text` is exactly ``text``, or None (not a synthetic query).
+
+    Inverse of the rendering: every reading of the text is tried and kept only when
+    rendering it gives the text back, so a returned query is never a guess.
+    """
+    text = text.strip()
+    # (main clause, (relation, reference clause) or None, templates that render this layout)
+    readings: list[tuple[str, tuple[str, str] | None, range]] = [(text, None, range(len(TEMPLATES)))]
+    if (m := _ORDER_FIRST.fullmatch(text)) is not None:
+        readings.append((m.group(7), (m.group(1), f"{m.group(2)} {m.group(6)}"), range(1)))
+    if (m := _ORDER_LAST.fullmatch(text)) is not None:
+        readings.append((m.group(1), (m.group(2), f"{m.group(3)} {m.group(7)}"), range(1, len(TEMPLATES))))
+    for main, order_text, templates in readings:
+        orders: list[tuple[str, Description] | None] = [None]
+        if order_text is not None:
+            orders = [(order_text[0], d) for d, count, occ in _clauses(order_text[1]) if count == 0 and occ == 0]
+        for order in orders:
+            for t in templates:
+                if (m := _MAIN[t].fullmatch(main)) is None:
+                    continue
+                for subject, count, occurrence in _clauses(m.group(1)):
+                    q = Query(subject, count, order, occurrence, t)
+                    if query_text(q) == text:
+                        return q
+    return None
+
+
+def query_matches(text: str, log: VideoLog) -> bool | None:
+    """Whether the synthetic query ``text`` describes some event of ``log`` (:func:`matching_events`); None when ``text`` is not one."""
+    query = parse_query(text)
+    return None if query is None else bool(matching_events(query, log))
 
 
 # --------------------------------------------------------------------------- edits

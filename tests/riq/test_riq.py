@@ -174,6 +174,23 @@ def test_every_refusable_query_matches_no_event(built):
         assert r["explanation"].startswith("No segment is relevant: the video shows ")
 
 
+def test_parse_query_inverts_the_rendering_and_matches_the_labels(built):
+    """parse_query reads every built query back (round trip), agrees with the independent reader
+    above, and query_matches says answerable exactly for the answerable records (the evaluate
+    swapped control relies on it); text that is no synthetic query gives None."""
+    from pipeline.riq.synthetic import parse_query, query_matches, query_text
+
+    for r in all_records(built):
+        q = parse_query(r["problem"])
+        assert q is not None and query_text(q) == r["problem"], r["problem"]
+        mine = parse(r["problem"])
+        assert (q.subject.color, q.subject.size, q.subject.shape, q.subject.action, q.count, q.occurrence) == (
+            mine["color"], mine["size"], mine["shape"], mine["action"], mine["count"], mine["occurrence"]), r["problem"]
+        assert query_matches(r["problem"], LOGS[r["video"]]) is (r["task_type"] == "answerable"), r["problem"]
+    for text in ("a person opens the door", "the small red square", "the small red circle moves left", ""):
+        assert parse_query(text) is None and query_matches(text, LOGS["vid_a"]) is None
+
+
 def test_every_answerable_span_is_its_event(built):
     answerable = [r for r in all_records(built) if r["task_type"] == "answerable"]
     named = set()
