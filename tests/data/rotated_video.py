@@ -1,8 +1,8 @@
 """Writing a test video with a display-matrix rotation, with whichever ffmpeg the tests run.
 
 ffmpeg 5.1 (Debian) writes the display matrix from a ``rotate`` stream tag when
-stream-copying; ffmpeg 6 and later ignore that tag (no error, an upright file) and
-take ``-display_rotation`` on the input instead, which 5.1 does not know. Either
+stream-copying; newer builds (imageio-ffmpeg's 9.0.2) ignore that tag (no error, an
+upright file) and take ``-display_rotation`` on the input instead, which 5.1 does not know. Either
 way the result is checked with PyAV, so a binary that silently drops the rotation
 fails here instead of making the rotation tests pass on an unrotated file.
 """
