@@ -132,12 +132,18 @@ def think_captions(think: str | None) -> list[str]:
     return [c.strip() for _, c in _CAPTION.findall(think or "") if c.strip()]
 
 
+def is_ss_vtg(path: Path) -> bool:
+    """An SS-VTG file of the release (``ss_vtg_*``, ``ss-vtg*``): every refusal in it is simply shuffled."""
+    return path.name.casefold().replace("-", "_").startswith("ss_vtg")
+
+
 def hi_vtg_drafts(path: Path, quirks: Counter, captions: dict[str, list[str]]) -> tuple[int, list[Draft]]:
     """Drafts of the RA-RFT annotation format (a JSON list of items with a GRPO list)."""
     data = _load_json(path)
     if not isinstance(data, list):
         raise InputError(f"{path}: expected a JSON list of items")
     drafts: list[Draft] = []
+    ss_set = is_ss_vtg(path)
     for n, item in enumerate(data):
         if not isinstance(item, dict) or not isinstance(item.get("video"), str) or not isinstance(item.get("query_text"), str):
             drafts.append(Draft(f"item{n}", "", "", None, "", None, item=n, raw=item, reject=("bad_item", f"{path}: record item{n}: video/query_text: missing")))
@@ -194,7 +200,9 @@ def hi_vtg_drafts(path: Path, quirks: Counter, captions: dict[str, list[str]]) -
             difficulty = g.get("difficulty") if g.get("difficulty") in ("hard", "medium", "easy") else None
             if difficulty is None and item.get("difficulty") in ("hard", "medium", "easy"):
                 difficulty = item["difficulty"]
-            shuffled = "shuffl" in str(g.get("class", "")).casefold() or (not categories and difficulty is None)
+            # Shuffled (SS-VTG): the file is an ss_vtg_* set, the entry says so, or it lists no categories.
+            # Not by difficulty: SS-VTG entries carry difficulty "easy" (and SS-QVHighlights class "id").
+            shuffled = ss_set or "shuffl" in str(g.get("class", "")).casefold() or not g.get("c")
             item_drafts.append(Draft(
                 rid, **base, problem=q, span=None, refusable=True, kind="shuffled" if shuffled else "hard_irrelevant",
                 target=(truth, span) if span else None, explanation=explanation, categories=[] if shuffled else categories,

@@ -276,3 +276,53 @@ def test_shared_release_imports_and_validates(name, expected, tmp_path):
     assert report["written"] + report["quarantined"] == report["queries_read"]
     result = validate_file(out)
     assert result["errors"] == [] and result["valid"] == expected["written"]
+
+
+# ----------------------------------------------------------------------------- SS-VTG (issue 17)
+def _ss(q, a="<answer>The video does not show this.</answer>", **extra):
+    return {"q": q, "a": a, "r": False, **extra}
+
+
+# SS-VTG-shaped items as the release writes them (comments: the expected outcome).
+SS_VTG = [
+    # 0: a shuffled refusal with difficulty "easy" and no c -> shuffled, difficulty None
+    _item("SSAAA", "person opens the door.", [1.0, 4.0], [
+        _ans("person opens the door.", "<answer>1.0 to 4.0</answer>"),
+        _ss("a dog runs on the beach.", difficulty="easy"),
+    ]),
+    # 1: SS-QVHighlights style: class "id", empty c, difficulty easy -> shuffled
+    _item("SSBBB", "person sits on a chair.", [2.0, 5.0], [
+        _ans("person sits on a chair."),
+        _ss("a man surfs a wave.", c=[], difficulty="easy", **{"class": "id"}),
+    ]),
+    # 2: all-refusable item (timestamp []): both refusals kept for evaluation, no correction target
+    _item("SSCCC", "a cat sleeps on a sofa.", [], [
+        _ss("a cat sleeps on a sofa.", difficulty="easy"),
+        _ss("a car drives down a road.", difficulty="easy"),
+    ]),
+    # 3: a (2, 0) item: two answerable queries, the second without its own span -> 1 written, 1 quarantined
+    _item("SSDDD", "person eats a sandwich.", [3.0, 6.0], [
+        _ans("person eats a sandwich."),
+        _ans("person drinks water.", "<answer></answer>"),
+    ]),
+]
+
+
+def test_simply_shuffled_refusals_import_as_shuffled(tmp_path):
+    # Bug 1: released SS-VTG refusals carry difficulty "easy" (and SS-QVHighlights class "id");
+    # empty categories must still decide that they are shuffled, whatever the file is called.
+    path = tmp_path / "anno.json"
+    path.write_text(json.dumps(SS_VTG[:2]), encoding="utf-8")
+    by_id = {r["id"]: r for r in import_annotations("hi-vtg", path).records}
+    for rid in ("SSAAA-i0-q1", "SSBBB-i1-q1"):
+        assert (by_id[rid]["kind"], by_id[rid]["difficulty"], by_id[rid]["categories"]) == ("shuffled", None, []), rid
+
+
+def test_ss_vtg_file_name_makes_every_refusal_shuffled(tmp_path):
+    # A refusal of an ss_vtg_* file is shuffled even where the release lists a category.
+    path = tmp_path / "ss_vtg_charades.json"
+    item = _item("SSEEE", "person opens the door.", [1.0, 4.0], [
+        _ans("person opens the door."), _ss("a dog runs.", c=["Object/ObjectExistence"], difficulty="easy")])
+    path.write_text(json.dumps([item]), encoding="utf-8")
+    rec = {r["id"]: r for r in import_annotations("hi-vtg", path).records}["SSEEE-i0-q1"]
+    assert (rec["kind"], rec["difficulty"], rec["categories"]) == ("shuffled", None, [])
