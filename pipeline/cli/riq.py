@@ -92,7 +92,8 @@ def generate_cmd(
     records = [r for _, r in read_jsonl(file)]
     captions: dict[str, list[str]] = defaultdict(list)
     for r in records:
-        captions[r["video"]].append(r["problem"] if r["task_type"] == "answerable" else r["refusable_queries"][0]["problem"])
+        if r["task_type"] == "answerable" or r["refusable_queries"]:
+            captions[r["video"]].append(r["problem"] if r["task_type"] == "answerable" else r["refusable_queries"][0]["problem"])
     result = generate_refusables(
         [r for r in records if r["task_type"] == "answerable"], captions, gens, difficulty_weights=riq.perturb_difficulty,
         max_similarity=riq.max_similarity, seed=riq.seed, llm=LLMClient.from_env() if "llm" in gens else None,

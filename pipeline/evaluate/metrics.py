@@ -44,7 +44,7 @@ class ItemTable:
     rewards: dict[str, np.ndarray] = field(default_factory=dict)
     # Refusal quality; NaN where the item is answerable (expl/corr) or has no gold category (rt_iou).
     expl_sim: np.ndarray | None = None  # s(answer, reference explanation) on correct refusals, 0 on missed ones
-    corr_sim: np.ndarray | None = None  # s(correction, true query) on correct refusals, 0 on missed ones
+    corr_sim: np.ndarray | None = None  # s(correction, true query) on correct refusals, 0 on missed ones; NaN without a target
     rt_iou: np.ndarray | None = None  # Jaccard(predicted, gold categories) on correct refusals, 0 on missed ones
     pred_categories: list[list[str]] = field(default_factory=list)
 
@@ -104,8 +104,10 @@ def item_table(records: Sequence[RiqRecord], completions: Sequence, pred_categor
     if refused.size:
         expl_sim[refused] = sbert.similarity([parsed[i].answer for i in refused],
                                              [records[i].explanation or records[i].reference_answer for i in refused])
-    # The correction reward of a refusable item is already s(correction, true query) (0 when missing or NIL).
-    corr_sim = np.where(answerable, np.nan, np.where(correct_refusal, rew["correction"], 0.0))
+    # The correction reward of a refusable item is already s(correction, true query) (0 when missing or NIL);
+    # NaN (skipped) for an evaluation-only refusal, which has no true query to correct to.
+    has_target = np.array([r.correction_target is not None for r in records], dtype=bool)
+    corr_sim = np.where(answerable | ~has_target, np.nan, np.where(correct_refusal, rew["correction"], 0.0))
 
     if pred_categories is None:
         cats = categorize.classify_many([records[i].problem for i in refused], [parsed[i].answer for i in refused],
@@ -190,9 +192,10 @@ def _refusal_quality(col: str) -> Callable[..., dict[str, float]]:
         x = getattr(t, col)
         if x is None:
             return {"sim_irrelevant": 0.0, "sim_correct_refusals": 0.0}
-        return {"sim_irrelevant": _mean(x[~t.answerable]), "sim_correct_refusals": _mean(x[t.correct_refusal])}
+        scored = ~t.answerable & ~np.isnan(x)  # NaN: skipped (corr_sim of a refusal without a correction target)
+        return {"sim_irrelevant": _mean(x[scored]), "sim_correct_refusals": _mean(x[scored & t.correct_refusal])}
 
-    fn.__doc__ = f"Mean {col} over refusable items (missed refusals 0) and over correct refusals only."
+    fn.__doc__ = f"Mean {col} over refusable items (missed refusals 0; NaN items skipped) and over correct refusals only."
     return fn
 
 

@@ -205,9 +205,10 @@ def hi_vtg_drafts(path: Path, quirks: Counter, captions: dict[str, list[str]]) -
             shuffled = ss_set or "shuffl" in str(g.get("class", "")).casefold() or not g.get("c")
             item_drafts.append(Draft(
                 rid, **base, problem=q, span=None, refusable=True, kind="shuffled" if shuffled else "hard_irrelevant",
+                # Without the item's span (SS-VTG's all-refusable items, `timestamp: []`) there is no correction
+                # target: the refusal is still evaluable and is written for evaluation only.
                 target=(truth, span) if span else None, explanation=explanation, categories=[] if shuffled else categories,
                 difficulty=None if shuffled else difficulty,
-                reject=None if span else ("bad_item", f"{path}: record {rid}: timestamp: missing, so the correction target has no span"),
             ))
         if sum(d.span is not None for d in item_drafts) > 1:
             quirks["items_with_two_answerable"] += 1
@@ -342,12 +343,15 @@ def import_annotations(fmt: str, path: str | Path, frames_dir: str | Path | None
             if key in seen:
                 reject(d, "duplicate", f"{path}: record {d.id}: problem: duplicate of {seen[key]} (same video, same query)")
                 continue
-            spans = [d.target[1] if d.refusable else d.span]
+            eval_only = d.refusable and d.target is None
+            spans = [] if eval_only else [d.target[1] if d.refusable else d.span]
             clipped = [_clip(s, d.duration, quirks) for s in spans]
             if None in clipped:
                 reject(d, "span_outside_video", f"{path}: record {d.id}: timestamp: span {list(spans[0])} not inside the video (duration {d.duration})")
                 continue
-            if d.refusable:
+            if eval_only:
+                contrast = ""  # filled below with an answerable span of the same video, when the file has one
+            elif d.refusable:
                 contrast = format_span(*clipped[0])
             else:
                 own = [r for r in refusals if r.target and norm(r.target[0]) == norm(d.problem)]
@@ -356,7 +360,7 @@ def import_annotations(fmt: str, path: str | Path, frames_dir: str | Path | None
                 "id": d.id, "video": d.video, "video_path": d.video_path, "frames_path": None, "duration": d.duration,
                 "problem": d.problem, "task_type": "refusable" if d.refusable else "answerable", "kind": d.kind,
                 "gt_answers": [{"answer": [-1.0, -1.0]}] if d.refusable else [{"answer": list(clipped[0])}],
-                "refusable_queries": [{"problem": d.target[0], "gt_answers": [{"answer": list(clipped[0])}]}] if d.refusable else [],
+                "refusable_queries": [{"problem": d.target[0], "gt_answers": [{"answer": list(clipped[0])}]}] if d.refusable and not eval_only else [],
                 "explanation": d.explanation if d.refusable else None,
                 "reference_answer": d.explanation if d.refusable else format_span(*clipped[0]),
                 "contrast_answer": contrast, "categories": d.categories,
@@ -375,9 +379,19 @@ def import_annotations(fmt: str, path: str | Path, frames_dir: str | Path | None
             seen[key] = d.id
             records.append(record)
     assert len(records) + len(quarantine) == len(drafts), "every query must be written or quarantined"
+    # An evaluation-only refusal's contrast (the other class's answer on the same video) is the first
+    # answerable span written for that video; empty when the file has none.
+    first_span = {}
+    for r in records:
+        if r["task_type"] == "answerable":
+            first_span.setdefault(r["video"], r["reference_answer"])
+    for r in records:
+        if r["task_type"] == "refusable" and not r["refusable_queries"]:
+            r["contrast_answer"] = first_span.get(r["video"], "")
     report = {
         "format": fmt, "file": str(path), "items_read": n_items, "queries_read": len(drafts), "written": len(records),
         "quarantined": len(quarantine), "quarantined_by_reason": dict(by_reason),
+        "evaluation_only": sum(r["task_type"] == "refusable" and not r["refusable_queries"] for r in records),
         "items_fully_written": len({d.item for d in drafts} - {d.item for d in drafts if d.id in {q["id"] for q in quarantine}}),
         "task_type": dict(Counter(r["task_type"] for r in records)),
         "quirks": dict(sorted(quirks.items())),

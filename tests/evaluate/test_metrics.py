@@ -387,3 +387,18 @@ def test_non_sbert_metrics_on_100k_items_are_fast():
     m = metrics.metrics_from_table(t, WEIGHTS)
     secs = time.perf_counter() - t0
     assert m["n_items"] == n and secs < 15, secs
+
+
+def test_correction_metrics_skip_refusals_without_a_correction_target():
+    # Issue 17, bug 2: an evaluation-only refusal (no refusable_queries) is scored for relevance, RA-IoU
+    # and explanation; its correction similarity is NaN and left out of the correction block.
+    eval_only = _with(ref("E1", "shuffled", None, []), refusable_queries=[])
+    recs = [ref("H1", "hard_irrelevant", "hard", ["Attribute/AttributeValue"]), eval_only]
+    m = metrics.compute_metrics(recs, [full(EXPL, TARGET), full(EXPL, TARGET)], WEIGHTS)
+    # Both are correct refusals with the reference explanation: relevance and RA-IoU count both.
+    assert m["relevance"]["recall_irrelevant"] == 1.0 and m["ra_iou"]["mean"] == 1.0
+    assert m["explanation"] == pytest.approx({"sim_irrelevant": 1.0, "sim_correct_refusals": 1.0}, abs=1e-6)
+    # Correction: H1 = s(TARGET, TARGET) = 1; E1 has no target and is skipped (not counted 0).
+    assert m["correction"] == pytest.approx({"sim_irrelevant": 1.0, "sim_correct_refusals": 1.0}, abs=1e-6)
+    table = metrics.item_table(recs, [full(EXPL, TARGET), full(EXPL, TARGET)])
+    assert np.isnan(table.corr_sim[1]) and table.corr_sim[0] == pytest.approx(1.0, abs=1e-6)
