@@ -47,7 +47,7 @@ def validate_cmd(
 
 @one_line_errors
 def import_cmd(
-    fmt: str = typer.Argument(..., metavar="FORMAT", help="hi-vtg, charades-sta, activitynet-captions or qvhighlights."),
+    fmt: str = typer.Argument(..., metavar="FORMAT", help="seed, hi-vtg, charades-sta, activitynet-captions or qvhighlights."),
     file: str = typer.Argument(..., help="Annotation file in that format."),
     out: str = typer.Option(..., help="RIQ JSONL to write."),
     frames: str | None = typer.Option(None, help="Frame cache folder: durations missing from the file come from it, and records without <video>.npz are quarantined."),
@@ -69,6 +69,19 @@ def import_cmd(
         typer.echo(f"quarantined: {q['reason']}")
     typer.echo(f"{file}: {result.report['written']} written to {out}, {result.report['quarantined']} quarantined to {qpath}")
     typer.echo(json.dumps(result.report))
+
+
+@one_line_errors
+def export_cmd(
+    file: str = typer.Argument(..., help="RIQ file (.jsonl, or .json holding a list)."),
+    fmt: str = typer.Option("seed", "--format", help="Output format: seed (the seed README's RIQ record)."),
+    out: str = typer.Option(..., help="File to write: a JSON list (.json) or JSON Lines (otherwise)."),
+) -> None:
+    """Write a RIQ file in another format (`--format seed`: the seed README's records; `rarft import seed` reads them back)."""
+    from pipeline.riq.export import export_file
+
+    n = export_file(file, fmt, out)
+    typer.echo(f"{file}: {n} records written to {out} ({fmt})")
 
 
 @one_line_errors

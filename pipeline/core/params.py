@@ -143,8 +143,8 @@ class FramesParams(Section):
 
 # --------------------------------------------------------------------------- riq
 class RiqParams(Section):
-    source: Literal["synthetic", "hi-vtg", "charades-sta", "activitynet-captions", "qvhighlights"] = Field(
-        "synthetic", description="Where queries come from: 'synthetic' (generated from the event logs) or an imported annotation format (pipeline.riq.importers), read from riq.import_file."
+    source: Literal["synthetic", "seed", "hi-vtg", "charades-sta", "activitynet-captions", "qvhighlights"] = Field(
+        "synthetic", description="Where queries come from: 'synthetic' (generated from the event logs) or an imported annotation format (pipeline.riq.importers; 'seed' = the seed README's RIQ records), read from riq.import_file."
     )
     import_file: str = Field("", description="File name inside the imports folder (build_riq --imports, data/import/) read when riq.source is not 'synthetic'.")
     generators: dict[str, float] = Field(
