@@ -226,3 +226,31 @@ def test_use_bias_correction_kl_is_set_from_params():
     off = TrainParams(use_bias_correction_kl=False)
     assert grpo_config(off, "unused", [1.0] * 4).use_bias_correction_kl is False
     assert yaml.safe_load((ROOT / "params.yaml").read_text())["train"]["use_bias_correction_kl"] is True
+
+
+def test_gpu8_official_profile_renders_the_official_launch(tmp_path):
+    # `rarft profile gpu8-official` writes the official script's values; the stage's dry run renders the launch.
+    from typer.testing import CliRunner
+
+    from pipeline.cli.main import app
+
+    p = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", p)
+    res = CliRunner().invoke(app, ["profile", "gpu8-official", "--params", str(p)])
+    assert res.exit_code == 0, res.output
+    assert "train.num_generations: 4 -> 8" in res.output and "train.loss_type: 'grpo' -> 'bnpo'" in res.output
+    t, params = load_params(p).train, load_params(p)
+    assert (params.profile, params.model.hub_id, params.frames.min_pixels, params.evaluate.max_new_tokens) == ("gpu8-official", "Time-R1-7B", 16 * 28 * 28, 512)
+    assert (t.learning_rate, t.lr_scheduler_type, t.num_generations, t.num_train_epochs, t.max_completion_length) == (1e-6, "linear", 8, 3.0, 200)
+    assert (t.loss_type, t.use_bias_correction_kl, t.launch.deepspeed, t.launch.num_processes) == ("bnpo", False, "zero3_offload", 8)
+    cmd = _dry_run(p)
+    assert cmd[:2] == ["accelerate", "launch"] and _flag(cmd, "--num_processes") == "8"
+    assert _flag(cmd, "--deepspeed_config_file") == "configs/deepspeed/zero3_offload.json"
+    assert _flag(cmd[cmd.index("-m"):], "--params") == str(p)
+    # The GRPO config the launched processes build carries the official loss and schedule.
+    from pipeline.train.run import grpo_config
+
+    # (one process without a GPU here: 8 completions on it, bf16 off, no DeepSpeed)
+    one = {"bf16": False, "per_device_train_batch_size": 8, "launch": t.launch.model_copy(update={"deepspeed": "none"})}
+    cfg = grpo_config(t.model_copy(update=one), tmp_path / "o", [1.0] * 4)
+    assert (cfg.loss_type, getattr(cfg.lr_scheduler_type, "value", cfg.lr_scheduler_type), cfg.learning_rate, cfg.num_generations, cfg.use_bias_correction_kl) == ("bnpo", "linear", 1e-6, 8, False)
