@@ -262,8 +262,9 @@ class LaunchParams(Section):
 
 
 class TrainParams(Section):
-    """GRPO (RA-RFT) settings. Defaults are the CPU profile for the tiny model; the 7B paper
-    values are in configs/profiles/gpu8.yaml (each shrunk value says why below)."""
+    """GRPO (RA-RFT) settings. Defaults are the CPU profile for the tiny model; the 7B values of the
+    seed README are in configs/profiles/gpu8.yaml, those of the official script in
+    gpu8-official.yaml (docs/TRAINING.md, Profiles; each shrunk value says why below)."""
 
     reward_weights: dict[str, float] = Field(
         default_factory=lambda: {"format": 1.0, "refuse_iou": 1.0, "explain": 1.0, "correction": 1.0},
