@@ -51,6 +51,7 @@ def metrics_cmd(
     from pipeline.core.params import Params, load_params
     from pipeline.evaluate.metrics import (
         compute_metrics,
+        coverage,
         missing_predictions,
         read_completions,
         read_riq,
@@ -63,6 +64,7 @@ def metrics_cmd(
     if not partial:
         missing_predictions(records, predictions, all_records, ids)
     result = compute_metrics(recs, comps, weights, thresholds, threshold_op)
+    result["coverage"] = coverage(len(all_records), recs)  # as the evaluate stage writes it (no frames check here)
     write_json(out, result)
     typer.echo(f"{result['n_items']} items: ra_iou.mean={result['ra_iou']['mean']:.4f} "
                f"relevance.accuracy={result['relevance']['accuracy']:.4f} -> {out}")

@@ -228,6 +228,20 @@ METRICS: dict[str, Callable[..., float | dict[str, float]]] = {
 }
 
 
+def coverage(n_records: int, evaluated: Sequence[RiqRecord], skipped_no_video: int = 0) -> dict:
+    """How much of a set a score covers (each model's ``coverage`` block in the metrics file): records
+    in the set's file, those evaluated and their share, those skipped for want of a video, evaluation-only
+    refusals among the evaluated (no correction target: correction metrics skipped) and refusals whose
+    correction is scored. What an import quarantined never reached the file: docs/IMPORT.md gives those per set."""
+    n_eval_only = sum(r.evaluation_only for r in evaluated)
+    return {
+        "records": n_records, "evaluated": len(evaluated),
+        "share_evaluated": len(evaluated) / n_records if n_records else 0.0,
+        "skipped_no_video": skipped_no_video, "evaluation_only": n_eval_only,
+        "correction_scored": sum(r.task_type == "refusable" for r in evaluated) - n_eval_only,
+    }
+
+
 def group_key(name: str | None) -> str:
     """A DVC-friendly key: no '/' or '.' (DVC joins nested keys with '.'); None -> 'none'."""
     return "none" if name is None else name.replace("/", "_").replace(".", "_")

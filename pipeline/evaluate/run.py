@@ -98,20 +98,6 @@ def write_outputs(out_dir: str | Path, metrics_path: str | Path, results: dict, 
     write_json(metrics_path, results)
 
 
-def coverage(summary: Mapping, records: Sequence[RiqRecord]) -> dict:
-    """How much of the set a score covers (in each model's block of the metrics file): records in the
-    file, evaluated (and their share), skipped for want of a video (plus those over evaluate.max_items),
-    evaluation-only refusals among the evaluated (no correction target) and records whose correction is scored.
-    What an import quarantined never reached the file: docs/IMPORT.md gives those counts per set."""
-    n_eval_only = sum(r.evaluation_only for r in records)
-    return {
-        "records": summary["records"], "evaluated": len(records),
-        "share_evaluated": len(records) / summary["records"] if summary["records"] else 0.0,
-        "skipped_no_video": summary["skipped"], "evaluation_only": n_eval_only,
-        "correction_scored": sum(r.task_type == "refusable" for r in records) - n_eval_only,
-    }
-
-
 def summary_line(name: str, summary: Mapping) -> str:
     return (f"{name}: {summary['evaluable']} evaluable / {summary['skipped']} quarantined (no video)"
             + (f", {summary['evaluable'] - summary['evaluated']} over evaluate.max_items" if summary["evaluable"] > summary["evaluated"] else ""))
@@ -174,7 +160,7 @@ def evaluate(
 
     results, items = score(records, completions, dict(params.train.reward_weights), ev.iou_thresholds, ev.threshold_op)
     for block in results.values():
-        block["coverage"] = coverage(summary, records)
+        block["coverage"] = M.coverage(summary["records"], records, summary["skipped"])
     if ev.judge and records:
         run_judge(records, completions, results, out_dir, params)
     notes = [f"Test set `{set_name}` ({test_records_path}): {summary_line(set_name, summary).split(': ', 1)[1]} "

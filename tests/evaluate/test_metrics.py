@@ -200,9 +200,13 @@ def test_cli_metrics_round_trip(files, tmp_path, result):
     assert res.exit_code == 0, res.output
     text = out.read_text()
     loaded = json.loads(text)
-    assert loaded == result  # same weights and thresholds as the fixture; JSON floats round-trip exactly
+    # the metrics block plus the set's coverage (issue 17); same weights and thresholds as the fixture
+    coverage = loaded.pop("coverage")
+    assert coverage == {"records": 8, "evaluated": 8, "share_evaluated": 1.0, "skipped_no_video": 0,
+                        "evaluation_only": 0, "correction_scored": 3}
+    assert loaded == result  # JSON floats round-trip exactly
     assert loaded["reward"]["total"] == pytest.approx(1.315)
-    assert text == json.dumps(loaded, indent=2, sort_keys=True, ensure_ascii=False) + "\n"  # sorted keys
+    assert text == json.dumps(json.loads(text), indent=2, sort_keys=True, ensure_ascii=False) + "\n"  # sorted keys
 
 
 def test_cli_score_round_trip(files, tmp_path):
