@@ -47,7 +47,7 @@ def validate_cmd(
 
 @one_line_errors
 def import_cmd(
-    fmt: str = typer.Argument(..., metavar="FORMAT", help="hi-vtg, charades-sta, activitynet-captions or qvhighlights."),
+    fmt: str = typer.Argument(..., metavar="FORMAT", help="seed, hi-vtg, charades-sta, activitynet-captions or qvhighlights."),
     file: str = typer.Argument(..., help="Annotation file in that format."),
     out: str = typer.Option(..., help="RIQ JSONL to write."),
     frames: str | None = typer.Option(None, help="Frame cache folder: durations missing from the file come from it, and records without <video>.npz are quarantined."),
@@ -72,6 +72,19 @@ def import_cmd(
 
 
 @one_line_errors
+def export_cmd(
+    file: str = typer.Argument(..., help="RIQ file (.jsonl, or .json holding a list)."),
+    fmt: str = typer.Option("seed", "--format", help="Output format: seed (the seed README's RIQ record)."),
+    out: str = typer.Option(..., help="File to write: a JSON list (.json) or JSON Lines (otherwise)."),
+) -> None:
+    """Write a RIQ file in another format (`--format seed`: the seed README's records; `rarft import seed` reads them back)."""
+    from pipeline.riq.export import export_file
+
+    n = export_file(file, fmt, out)
+    typer.echo(f"{file}: {n} records written to {out} ({fmt})")
+
+
+@one_line_errors
 def generate_cmd(
     file: str = typer.Argument(..., help="RIQ JSONL whose answerable records get refusable queries (e.g. from `rarft import`)."),
     out: str = typer.Option(..., help="RIQ JSONL to write: the input records plus the generated ones."),
@@ -92,7 +105,8 @@ def generate_cmd(
     records = [r for _, r in read_jsonl(file)]
     captions: dict[str, list[str]] = defaultdict(list)
     for r in records:
-        captions[r["video"]].append(r["problem"] if r["task_type"] == "answerable" else r["refusable_queries"][0]["problem"])
+        if r["task_type"] == "answerable" or r["refusable_queries"]:
+            captions[r["video"]].append(r["problem"] if r["task_type"] == "answerable" else r["refusable_queries"][0]["problem"])
     result = generate_refusables(
         [r for r in records if r["task_type"] == "answerable"], captions, gens, difficulty_weights=riq.perturb_difficulty,
         max_similarity=riq.max_similarity, seed=riq.seed, llm=LLMClient.from_env() if "llm" in gens else None,

@@ -143,8 +143,8 @@ class FramesParams(Section):
 
 # --------------------------------------------------------------------------- riq
 class RiqParams(Section):
-    source: Literal["synthetic", "hi-vtg", "charades-sta", "activitynet-captions", "qvhighlights"] = Field(
-        "synthetic", description="Where queries come from: 'synthetic' (generated from the event logs) or an imported annotation format (pipeline.riq.importers), read from riq.import_file."
+    source: Literal["synthetic", "seed", "hi-vtg", "charades-sta", "activitynet-captions", "qvhighlights"] = Field(
+        "synthetic", description="Where queries come from: 'synthetic' (generated from the event logs) or an imported annotation format (pipeline.riq.importers; 'seed' = the seed README's RIQ records), read from riq.import_file."
     )
     import_file: str = Field("", description="File name inside the imports folder (build_riq --imports, data/import/) read when riq.source is not 'synthetic'.")
     generators: dict[str, float] = Field(
@@ -271,8 +271,9 @@ class LaunchParams(Section):
 
 
 class TrainParams(Section):
-    """GRPO (RA-RFT) settings. Defaults are the CPU profile for the tiny model; the 7B paper
-    values are in configs/profiles/gpu8.yaml (each shrunk value says why below)."""
+    """GRPO (RA-RFT) settings. Defaults are the CPU profile for the tiny model; the 7B values of the
+    seed README are in configs/profiles/gpu8.yaml, those of the official script in
+    gpu8-official.yaml (docs/TRAINING.md, Profiles; each shrunk value says why below)."""
 
     reward_weights: dict[str, float] = Field(
         default_factory=lambda: {"format": 1.0, "refuse_iou": 1.0, "explain": 1.0, "correction": 1.0},
@@ -290,7 +291,8 @@ class TrainParams(Section):
     per_device_train_batch_size: int = Field(32, ge=1, description="Completions per device per step; world size x this must be a multiple of num_generations (GPU: 1 per GPU x 8 GPUs = 2 prompts; CPU: 32 = 8 prompts: a 2-prompt step is too noisy for the larger CPU learning rate, and batched generation makes 4x the rollouts cost ~2.5x the time).")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Gradient accumulation steps (also TRL's steps per generation).")
     max_completion_length: int = Field(128, ge=8, description="Most new tokens per rollout (CPU: 128 covers the longest reference completion of the tiny tokenizer, ~110 tokens; GPU: 512 for 7B reasoning).")
-    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = Field("grpo", description="TRL loss type; set explicitly because TRL's default changed (1.16: 'dapo').")
+    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = Field("grpo", description="TRL loss type; set explicitly because TRL's default changed (1.16: 'dapo'). 'grpo': each completion's token mean, then the mean over completions; 'bnpo': the token mean over all completions of a device (the official RA-RFT script's loss, configs/profiles/gpu8-official.yaml).")
+    use_bias_correction_kl: bool = Field(True, description="TRL's use_bias_correction_kl: multiply the KL term by the importance-sampling ratio (the unbiased reverse-KL gradient of DeepSeek-V3.2), which changes the KL gradient whenever beta > 0. Set explicitly because TRL added it (1.16 default: True). Default True keeps today's runs identical to TRL 1.16's default; false gives the KL gradient of TRL releases before the option (the official RA-RFT script's trainer predates it, configs/profiles/gpu8-official.yaml).")
     scale_rewards: Literal["group", "batch", "none"] = Field("group", description="TRL reward scaling of advantages: 'group' (GRPO), 'batch' or 'none'.")
     bf16: bool = Field(False, description="bfloat16 training (GPU profile: true); false on CPU, where bf16 autocast is slow.")
     answerable_fraction: float = Field(0.5, ge=0, le=1, description="Share of answerable rows in the training mix (the rest are refusable pools; the smaller side is repeated).")

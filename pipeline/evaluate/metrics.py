@@ -44,7 +44,7 @@ class ItemTable:
     rewards: dict[str, np.ndarray] = field(default_factory=dict)
     # Refusal quality; NaN where the item is answerable (expl/corr) or has no gold category (rt_iou).
     expl_sim: np.ndarray | None = None  # s(answer, reference explanation) on correct refusals, 0 on missed ones
-    corr_sim: np.ndarray | None = None  # s(correction, true query) on correct refusals, 0 on missed ones
+    corr_sim: np.ndarray | None = None  # s(correction, true query) on correct refusals, 0 on missed ones; NaN without a target
     rt_iou: np.ndarray | None = None  # Jaccard(predicted, gold categories) on correct refusals, 0 on missed ones
     pred_categories: list[list[str]] = field(default_factory=list)
 
@@ -104,8 +104,10 @@ def item_table(records: Sequence[RiqRecord], completions: Sequence, pred_categor
     if refused.size:
         expl_sim[refused] = sbert.similarity([parsed[i].answer for i in refused],
                                              [records[i].explanation or records[i].reference_answer for i in refused])
-    # The correction reward of a refusable item is already s(correction, true query) (0 when missing or NIL).
-    corr_sim = np.where(answerable, np.nan, np.where(correct_refusal, rew["correction"], 0.0))
+    # The correction reward of a refusable item is already s(correction, true query) (0 when missing or NIL);
+    # NaN (skipped) for an evaluation-only refusal, which has no true query to correct to.
+    has_target = np.array([r.correction_target is not None for r in records], dtype=bool)
+    corr_sim = np.where(answerable | ~has_target, np.nan, np.where(correct_refusal, rew["correction"], 0.0))
 
     if pred_categories is None:
         cats = categorize.classify_many([records[i].problem for i in refused], [parsed[i].answer for i in refused],
@@ -190,9 +192,10 @@ def _refusal_quality(col: str) -> Callable[..., dict[str, float]]:
         x = getattr(t, col)
         if x is None:
             return {"sim_irrelevant": 0.0, "sim_correct_refusals": 0.0}
-        return {"sim_irrelevant": _mean(x[~t.answerable]), "sim_correct_refusals": _mean(x[t.correct_refusal])}
+        scored = ~t.answerable & ~np.isnan(x)  # NaN: skipped (corr_sim of a refusal without a correction target)
+        return {"sim_irrelevant": _mean(x[scored]), "sim_correct_refusals": _mean(x[scored & t.correct_refusal])}
 
-    fn.__doc__ = f"Mean {col} over refusable items (missed refusals 0) and over correct refusals only."
+    fn.__doc__ = f"Mean {col} over refusable items (missed refusals 0; NaN items skipped) and over correct refusals only."
     return fn
 
 
@@ -223,6 +226,20 @@ METRICS: dict[str, Callable[..., float | dict[str, float]]] = {
     "correction": _refusal_quality("corr_sim"),
     "rt_iou": rt_iou,
 }
+
+
+def coverage(n_records: int, evaluated: Sequence[RiqRecord], skipped_no_video: int = 0) -> dict:
+    """How much of a set a score covers (each model's ``coverage`` block in the metrics file): records
+    in the set's file, those evaluated and their share, those skipped for want of a video, evaluation-only
+    refusals among the evaluated (no correction target: correction metrics skipped) and refusals whose
+    correction is scored. What an import quarantined never reached the file: docs/IMPORT.md gives those per set."""
+    n_eval_only = sum(r.evaluation_only for r in evaluated)
+    return {
+        "records": n_records, "evaluated": len(evaluated),
+        "share_evaluated": len(evaluated) / n_records if n_records else 0.0,
+        "skipped_no_video": skipped_no_video, "evaluation_only": n_eval_only,
+        "correction_scored": sum(r.task_type == "refusable" for r in evaluated) - n_eval_only,
+    }
 
 
 def group_key(name: str | None) -> str:
@@ -417,4 +434,6 @@ def metrics_from_files(
         blind = [by_id[i] for i in ids]
     if swapped_path is not None:
         swapped = read_control_predictions(swapped_path, all_records, swapped=True)
-    return metrics_with_controls(recs, comps, reward_weights, thresholds, threshold_op, blind=blind, swapped=swapped)
+    result = metrics_with_controls(recs, comps, reward_weights, thresholds, threshold_op, blind=blind, swapped=swapped)
+    result["coverage"] = coverage(len(all_records), recs)  # as the evaluate stage writes it (no frames check here)
+    return result

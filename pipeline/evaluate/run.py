@@ -222,6 +222,8 @@ def evaluate(
             controls.swapped[name] = [p["completion"] for p in preds["swapped"]]
 
     results, items = score(records, completions, dict(params.train.reward_weights), ev.iou_thresholds, ev.threshold_op, controls)
+    for block in results.values():
+        block["coverage"] = M.coverage(summary["records"], records, summary["skipped"])
     if ev.judge and records:
         run_judge(records, completions, results, out_dir, params)
     notes = [f"Test set `{set_name}` ({test_records_path}): {summary_line(set_name, summary).split(': ', 1)[1]} "

@@ -220,7 +220,7 @@ def build_imported(params: RiqParams, imports: str | Path | None, frames_dir: st
     result = import_annotations(params.source, path, frames_dir, source=params.source)
     quarantine = list(result.quarantine)
     records = result.records
-    with_refusal = {(r["video"], r["refusable_queries"][0]["problem"]) for r in records if r["task_type"] == "refusable"}
+    with_refusal = {(r["video"], r["refusable_queries"][0]["problem"]) for r in records if r["refusable_queries"]}
     needy = [r for r in records if r["task_type"] == "answerable" and (r["video"], r["problem"]) not in with_refusal]
     generation: dict = {}
     n_failed = 0
@@ -250,7 +250,17 @@ def build_imported(params: RiqParams, imports: str | Path | None, frames_dir: st
                 quarantine.append({"id": g["id"], "reason": f"generated: record {g['id']}: {errors[0]}", "record": g})
             else:
                 records.append(g)
-    train_ids, test_ids = split_videos(sorted({r["video"] for r in records}), params.test_fraction, params.seed)
+    # Evaluation-only refusals (no correction target, docs/IMPORT.md) are never trained on: a video that has
+    # nothing else goes to test; one on a train video is quarantined (`evaluation_only_in_train`).
+    eval_only = lambda r: r["task_type"] == "refusable" and not r["refusable_queries"]  # noqa: E731
+    trainable = {r["video"] for r in records if not eval_only(r)}
+    train_ids, test_ids = split_videos(sorted(trainable), params.test_fraction, params.seed)
+    test_ids |= {r["video"] for r in records} - trainable
+    n_eval_only_in_train = 0
+    for r in [r for r in records if eval_only(r) and r["video"] in train_ids]:
+        quarantine.append({"id": r["id"], "reason": f"{path}: record {r['id']}: refusable_queries: empty (evaluation only) and video {r['video']} is in the train split", "record": r})
+        n_eval_only_in_train += 1
+    records = [r for r in records if not (eval_only(r) and r["video"] in train_ids)]
     rows = {
         split: [RiqRecord.model_validate(r).model_dump(mode="json") for r in records if (r["video"] in test_ids) == (split == "test")]
         for split in ("train", "test")
@@ -261,6 +271,7 @@ def build_imported(params: RiqParams, imports: str | Path | None, frames_dir: st
     write_jsonl(out_dir / "quarantine.jsonl", quarantine)
     reasons = Counter(result.report["quarantined_by_reason"])
     reasons["llm_failed"] = n_failed
+    reasons["evaluation_only_in_train"] = n_eval_only_in_train
     n_videos_in = len({d["video"] for d in records} | {q["record"].get("video") for q in result.quarantine if isinstance(q["record"], dict)})
     report = stats_report(
         videos={"in": n_videos_in, "train": len(train_ids), "test": len(test_ids), "quarantined": n_videos_in - len(train_ids) - len(test_ids)},

@@ -299,6 +299,9 @@ def test_set_without_videos_reports_zero_evaluable_not_a_crash(data, tmp_path, c
     assert "charades: 0 evaluable / 4 quarantined (no video)" in caplog.text
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert list(metrics) == ["base", "trained"] and metrics["base"]["n_items"] == 0
+    # Issue 17, bug 2: the metrics file says how much of the set a score covers.
+    assert metrics["base"]["coverage"] == {"records": 4, "evaluated": 0, "share_evaluated": 0.0, "skipped_no_video": 4,
+                                           "evaluation_only": 0, "correction_scored": 0}
     assert json.loads((tmp_path / "eval" / "summary.json").read_text())["skipped"] == 4
     skipped = [obj for _, obj in read_jsonl(tmp_path / "eval" / "skipped.jsonl")]
     assert [s["id"] for s in skipped] == [r.id for r in recs] and all("gone.npz not found" in s["reason"] for s in skipped)

@@ -200,9 +200,13 @@ def test_cli_metrics_round_trip(files, tmp_path, result):
     assert res.exit_code == 0, res.output
     text = out.read_text()
     loaded = json.loads(text)
-    assert loaded == result  # same weights and thresholds as the fixture; JSON floats round-trip exactly
+    # the metrics block plus the set's coverage (issue 17); same weights and thresholds as the fixture
+    coverage = loaded.pop("coverage")
+    assert coverage == {"records": 8, "evaluated": 8, "share_evaluated": 1.0, "skipped_no_video": 0,
+                        "evaluation_only": 0, "correction_scored": 3}
+    assert loaded == result  # JSON floats round-trip exactly
     assert loaded["reward"]["total"] == pytest.approx(1.315)
-    assert text == json.dumps(loaded, indent=2, sort_keys=True, ensure_ascii=False) + "\n"  # sorted keys
+    assert text == json.dumps(json.loads(text), indent=2, sort_keys=True, ensure_ascii=False) + "\n"  # sorted keys
 
 
 def test_cli_score_round_trip(files, tmp_path):
@@ -440,6 +444,7 @@ def test_cli_metrics_with_controls(files, tmp_path, result):
     assert res.exit_code == 0, res.output
     assert "visual_gain.relevance.accuracy=0.1250" in res.output and "control.swapped.refusal_rate=0.4000" in res.output
     loaded = json.loads(out.read_text())
+    assert loaded.pop("coverage")["evaluated"] == len(RECORDS)
     want = result | metrics.control_blocks(result, metrics.item_table(RECORDS, BLIND), metrics.item_table(RECORDS[:5], SWAPPED), WEIGHTS)
     assert loaded == want
     assert loaded["visual_gain"]["relevance"]["accuracy"] == pytest.approx(1 / 8)
@@ -465,3 +470,18 @@ def test_cli_metrics_control_file_errors(files, tmp_path):
     res = run("--swapped-predictions", own)
     assert res.exit_code == 2 and "field 'donor' missing or the record's own video" in res.output
     assert not (tmp_path / "o.json").exists()
+
+
+def test_correction_metrics_skip_refusals_without_a_correction_target():
+    # Issue 17, bug 2: an evaluation-only refusal (no refusable_queries) is scored for relevance, RA-IoU
+    # and explanation; its correction similarity is NaN and left out of the correction block.
+    eval_only = _with(ref("E1", "shuffled", None, []), refusable_queries=[])
+    recs = [ref("H1", "hard_irrelevant", "hard", ["Attribute/AttributeValue"]), eval_only]
+    m = metrics.compute_metrics(recs, [full(EXPL, TARGET), full(EXPL, TARGET)], WEIGHTS)
+    # Both are correct refusals with the reference explanation: relevance and RA-IoU count both.
+    assert m["relevance"]["recall_irrelevant"] == 1.0 and m["ra_iou"]["mean"] == 1.0
+    assert m["explanation"] == pytest.approx({"sim_irrelevant": 1.0, "sim_correct_refusals": 1.0}, abs=1e-6)
+    # Correction: H1 = s(TARGET, TARGET) = 1; E1 has no target and is skipped (not counted 0).
+    assert m["correction"] == pytest.approx({"sim_irrelevant": 1.0, "sim_correct_refusals": 1.0}, abs=1e-6)
+    table = metrics.item_table(recs, [full(EXPL, TARGET), full(EXPL, TARGET)])
+    assert np.isnan(table.corr_sim[1]) and table.corr_sim[0] == pytest.approx(1.0, abs=1e-6)

@@ -400,7 +400,7 @@ def _refusable(recs):
         ("empty_query", "problem: query is empty"),
         ("unknown_category", "categories.0: unknown value 'Object/Teleport'"),
         ("refusable_with_span", "gt_answers: a refusable record's span must be [-1, -1]"),
-        ("refusable_without_alternative", "refusable_queries: a refusable record needs at least one answerable alternative"),
+        ("refusable_without_alternative", "refusable_queries: a hard_irrelevant record needs its true query as correction target"),
         ("unsafe_video", "video: must be a safe file name"),
         ("missing_field", "reference_answer: missing"),
     ],
