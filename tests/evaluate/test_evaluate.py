@@ -463,7 +463,7 @@ def test_metrics_json_holds_controls_and_visual_gain(data, evaluated):
     for name in ("base", "trained"):
         block = metrics[name]
         blind = block["control"]["blind"]
-        assert set(blind) == set(block) - {"control", "visual_gain"}  # the same metric block
+        assert set(blind) == set(block) - {"control", "visual_gain", "coverage"}  # the same metric block (coverage: of the set, once)
         assert blind["n_items"] == block["n_items"] == len(data["records"])
         for k in ("accuracy", "f1_macro"):
             assert block["visual_gain"]["relevance"][k] == block["relevance"][k] - blind["relevance"][k]
