@@ -8,25 +8,12 @@ in docs/riq.schema.json is exported from them.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.core.io import InputError, read_jsonl, read_records, write_json
 
-CATEGORIES: tuple[str, ...] = (
-    "Action/ActionSequence",
-    "Action/FineGrainedAction",
-    "Object/ObjectExistence",
-    "Object/ObjectPartRelation",
-    "Object/ObjectSpatialRelation",
-    "Object/ObjectMoving",
-    "Scene/SceneTransition",
-    "Scene/SceneExistence",
-    "Attribute/AttributeValue",
-    "Attribute/Counting",
-    "Attribute/Comparison",
-)
 Category = Literal[
     "Action/ActionSequence",
     "Action/FineGrainedAction",
@@ -40,6 +27,7 @@ Category = Literal[
     "Attribute/Counting",
     "Attribute/Comparison",
 ]
+CATEGORIES: tuple[str, ...] = get_args(Category)  # the 11 RA-RFT categories, in the release's order
 TaskType = Literal["answerable", "refusable"]
 Difficulty = Literal["original", "easy", "medium", "hard"]
 Kind = Literal["answerable", "hard_irrelevant", "shuffled"]
