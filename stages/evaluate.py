@@ -21,11 +21,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metrics", required=True, help="metrics JSON (DVC metric)")
     parser.add_argument("--frames", default=None, help="frame cache for records without frames_path (<video>.npz)")
     parser.add_argument("--set", default="test", help="test set name (key of test_sets in dvc.yaml), for the report")
+    parser.add_argument("--events", default=None, help="synthetic event logs (data/raw/annotations.jsonl): the swapped control also checks donors against them")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     result = evaluate(args.base, args.trained, args.riq, args.out, args.metrics, load_params(args.params),
-                      frames_dir=args.frames, set_name=args.set)
+                      frames_dir=args.frames, set_name=args.set, events_path=args.events)
     print(json.dumps({m: {"n_items": r["n_items"], "ra_iou.mean": round(r["ra_iou"]["mean"], 4),
                           "relevance.accuracy": round(r["relevance"]["accuracy"], 4)} for m, r in result.items()}))
 

@@ -45,27 +45,27 @@ def metrics_cmd(
     out: str = typer.Option(..., "--out", help="metrics.json to write (sorted keys)."),
     params: str | None = typer.Option(None, "--params", help="params.yaml for train.reward_weights and evaluate.iou_thresholds."),
     partial: bool = typer.Option(False, "--partial", help="Score only the records that have a prediction (default: every record must have one)."),
+    blind_predictions: str | None = typer.Option(None, "--blind-predictions", help="The blind control's predictions (predictions_<model>_blind.jsonl), one per scored record: adds control.blind and visual_gain."),
+    swapped_predictions: str | None = typer.Option(None, "--swapped-predictions", help='The swapped control\'s predictions (predictions_<model>_swapped.jsonl: {"id", "donor", "completion"}): adds control.swapped.'),
 ):
-    """Compute the metrics block of a prediction file."""
+    """Compute the metrics block of a prediction file (with its video controls when given)."""
     from pipeline.core.io import write_json
     from pipeline.core.params import Params, load_params
-    from pipeline.evaluate.metrics import (
-        compute_metrics,
-        missing_predictions,
-        read_completions,
-        read_riq,
-    )
+    from pipeline.evaluate.metrics import metrics_from_files
 
     weights, thresholds = _reward_settings(params)
     threshold_op = (load_params(params) if params else Params()).evaluate.threshold_op
-    all_records = read_riq(records)
-    recs, ids, comps = read_completions(predictions, all_records, unique=True)
-    if not partial:
-        missing_predictions(records, predictions, all_records, ids)
-    result = compute_metrics(recs, comps, weights, thresholds, threshold_op)
+    result = metrics_from_files(records, predictions, weights, thresholds, threshold_op, partial=partial,
+                                blind_path=blind_predictions, swapped_path=swapped_predictions)
     write_json(out, result)
+    extra = ""
+    if "visual_gain" in result:
+        extra += f" visual_gain.relevance.accuracy={result['visual_gain']['relevance']['accuracy']:.4f}"
+    if "swapped" in result.get("control", {}):
+        extra += f" control.swapped.refusal_rate={result['control']['swapped']['refusal_rate']:.4f}"
     typer.echo(f"{result['n_items']} items: ra_iou.mean={result['ra_iou']['mean']:.4f} "
-               f"relevance.accuracy={result['relevance']['accuracy']:.4f} -> {out}")
+               f"relevance.accuracy={result['relevance']['accuracy']:.4f}{extra} -> {out}")
+
 
 @one_line_errors
 def evaluate_cmd(
@@ -77,6 +77,7 @@ def evaluate_cmd(
     params: str = typer.Option("params.yaml", help="Params file (sections evaluate, train.reward_weights)."),
     frames: str = typer.Option("data/frames", help="Frame cache for records without frames_path."),
     set_name: str = typer.Option("synthetic", "--set", help="Test set name, for the report."),
+    events: str = typer.Option("data/raw/annotations.jsonl", help="Synthetic event logs the swapped control checks donor videos against ('' = compare query texts only, e.g. imported sets)."),
 ) -> None:
     """Evaluate the base and trained models on the test split (same code as the evaluate stage)."""
     import logging
@@ -85,7 +86,8 @@ def evaluate_cmd(
     from pipeline.evaluate.run import evaluate
 
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    result = evaluate(base, trained, riq, out, metrics, load_params(params), frames_dir=frames, set_name=set_name)
+    result = evaluate(base, trained, riq, out, metrics, load_params(params), frames_dir=frames, set_name=set_name,
+                      events_path=events or None)
     for name, r in result.items():
         typer.echo(f"{name}: {r['n_items']} items: ra_iou.mean={r['ra_iou']['mean']:.4f} "
                    f"relevance.accuracy={r['relevance']['accuracy']:.4f}")

@@ -47,7 +47,7 @@ def validate_cmd(
 
 @one_line_errors
 def import_cmd(
-    fmt: str = typer.Argument(..., metavar="FORMAT", help="hi-vtg, charades-sta, activitynet-captions or qvhighlights."),
+    fmt: str = typer.Argument(..., metavar="FORMAT", help="seed, hi-vtg, charades-sta, activitynet-captions or qvhighlights."),
     file: str = typer.Argument(..., help="Annotation file in that format."),
     out: str = typer.Option(..., help="RIQ JSONL to write."),
     frames: str | None = typer.Option(None, help="Frame cache folder: durations missing from the file come from it, and records without <video>.npz are quarantined."),
@@ -72,6 +72,19 @@ def import_cmd(
 
 
 @one_line_errors
+def export_cmd(
+    file: str = typer.Argument(..., help="RIQ file (.jsonl, or .json holding a list)."),
+    fmt: str = typer.Option("seed", "--format", help="Output format: seed (the seed README's RIQ record)."),
+    out: str = typer.Option(..., help="File to write: a JSON list (.json) or JSON Lines (otherwise)."),
+) -> None:
+    """Write a RIQ file in another format (`--format seed`: the seed README's records; `rarft import seed` reads them back)."""
+    from pipeline.riq.export import export_file
+
+    n = export_file(file, fmt, out)
+    typer.echo(f"{file}: {n} records written to {out} ({fmt})")
+
+
+@one_line_errors
 def generate_cmd(
     file: str = typer.Argument(..., help="RIQ JSONL whose answerable records get refusable queries (e.g. from `rarft import`)."),
     out: str = typer.Option(..., help="RIQ JSONL to write: the input records plus the generated ones."),
@@ -92,7 +105,8 @@ def generate_cmd(
     records = [r for _, r in read_jsonl(file)]
     captions: dict[str, list[str]] = defaultdict(list)
     for r in records:
-        captions[r["video"]].append(r["problem"] if r["task_type"] == "answerable" else r["refusable_queries"][0]["problem"])
+        if r["task_type"] == "answerable" or r["refusable_queries"]:
+            captions[r["video"]].append(r["problem"] if r["task_type"] == "answerable" else r["refusable_queries"][0]["problem"])
     result = generate_refusables(
         [r for r in records if r["task_type"] == "answerable"], captions, gens, difficulty_weights=riq.perturb_difficulty,
         max_similarity=riq.max_similarity, seed=riq.seed, llm=LLMClient.from_env() if "llm" in gens else None,
@@ -119,3 +133,23 @@ def card_cmd(
     if out:
         write_json(out, card)
     typer.echo(json.dumps(card, indent=2))
+
+
+@one_line_errors
+def audit_cmd(
+    files: list[str] = typer.Argument(..., help="TRAIN.jsonl TEST.jsonl (fit on one, score on the other), or one FILE split by video."),
+    out: str = typer.Option(None, help="Write the full audit (JSON) here."),
+    fmt: str = typer.Option("riq", "--format", help="riq, or an importer name (hi-vtg, charades-sta, activitynet-captions, qvhighlights) to read a released file directly."),
+    test_fraction: float = typer.Option(0.2, help="One FILE: share of its videos held out for scoring."),
+    seed: int = typer.Option(0, help="One FILE: seed of the split by video; also the classifiers' seed."),
+    sbert: bool = typer.Option(True, help="Also the SBERT-embedding column (all-MiniLM-L6-v2)."),
+) -> None:
+    """Blind baseline: how well the query text alone separates refusable from answerable (split by video)."""
+    from pipeline.core.io import write_json
+    from pipeline.riq.audit import audit_files, summary_lines
+
+    result = audit_files(files, fmt, test_fraction=test_fraction, seed=seed, use_sbert=sbert)
+    for line in summary_lines(result):
+        typer.echo(line)
+    if out:
+        write_json(out, result)

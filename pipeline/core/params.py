@@ -143,8 +143,8 @@ class FramesParams(Section):
 
 # --------------------------------------------------------------------------- riq
 class RiqParams(Section):
-    source: Literal["synthetic", "hi-vtg", "charades-sta", "activitynet-captions", "qvhighlights"] = Field(
-        "synthetic", description="Where queries come from: 'synthetic' (generated from the event logs) or an imported annotation format (pipeline.riq.importers), read from riq.import_file."
+    source: Literal["synthetic", "seed", "hi-vtg", "charades-sta", "activitynet-captions", "qvhighlights"] = Field(
+        "synthetic", description="Where queries come from: 'synthetic' (generated from the event logs) or an imported annotation format (pipeline.riq.importers; 'seed' = the seed README's RIQ records), read from riq.import_file."
     )
     import_file: str = Field("", description="File name inside the imports folder (build_riq --imports, data/import/) read when riq.source is not 'synthetic'.")
     generators: dict[str, float] = Field(
@@ -162,6 +162,15 @@ class RiqParams(Section):
     easy_per_event: int = Field(0, ge=0, description="Easy queries (3 edits) generated per event.")
     shuffled_per_video: int = Field(1, ge=0, description="Simply-shuffled refusable queries (a query from another video) per video.")
     max_redraws: int = Field(20, ge=1, description="Candidates drawn per refusable query before giving up (a candidate that matches some event of the video is rejected and redrawn).")
+    edits: list[Literal["colour", "size", "shape", "action", "direction", "order", "count"]] = Field(
+        default_factory=lambda: ["colour", "size", "shape", "action", "direction", "order"],
+        description="Facts a synthetic hard-irrelevant query may edit. 'count' is off by default: the shapes world never shows two objects alike, so every stated count above one is false and the words 'two'/'three' alone would give the label away (docs/RIQ.md).",
+    )
+    audit: bool = Field(True, description="Write the blind query-only baseline of the train/test split (pipeline.riq.audit: balanced accuracy per kind, difficulty, category, and the cue n-grams) into the stats file, a DVC metric.")
+    order_clause_rate: float = Field(
+        0.3, ge=0, le=1,
+        description="Share of synthetic queries, answerable and refusable alike, that carry an order clause ('after the blue bar appears, ...') when their event has another one wholly before or after it; true in answerable queries, false only where 'order' is the edit, so the clause's words say nothing about the label.",
+    )
     seed: int = Field(0, description="Seed for query generation and the train/test split.")
 
     @field_validator("import_file")
@@ -262,8 +271,9 @@ class LaunchParams(Section):
 
 
 class TrainParams(Section):
-    """GRPO (RA-RFT) settings. Defaults are the CPU profile for the tiny model; the 7B paper
-    values are in configs/profiles/gpu8.yaml (each shrunk value says why below)."""
+    """GRPO (RA-RFT) settings. Defaults are the CPU profile for the tiny model; the 7B values of the
+    seed README are in configs/profiles/gpu8.yaml, those of the official script in
+    gpu8-official.yaml (docs/TRAINING.md, Profiles; each shrunk value says why below)."""
 
     reward_weights: dict[str, float] = Field(
         default_factory=lambda: {"format": 1.0, "refuse_iou": 1.0, "explain": 1.0, "correction": 1.0},
@@ -281,7 +291,8 @@ class TrainParams(Section):
     per_device_train_batch_size: int = Field(32, ge=1, description="Completions per device per step; world size x this must be a multiple of num_generations (GPU: 1 per GPU x 8 GPUs = 2 prompts; CPU: 32 = 8 prompts: a 2-prompt step is too noisy for the larger CPU learning rate, and batched generation makes 4x the rollouts cost ~2.5x the time).")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Gradient accumulation steps (also TRL's steps per generation).")
     max_completion_length: int = Field(128, ge=8, description="Most new tokens per rollout (CPU: 128 covers the longest reference completion of the tiny tokenizer, ~110 tokens; GPU: 512 for 7B reasoning).")
-    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = Field("grpo", description="TRL loss type; set explicitly because TRL's default changed (1.16: 'dapo').")
+    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = Field("grpo", description="TRL loss type; set explicitly because TRL's default changed (1.16: 'dapo'). 'grpo': each completion's token mean, then the mean over completions; 'bnpo': the token mean over all completions of a device (the official RA-RFT script's loss, configs/profiles/gpu8-official.yaml).")
+    use_bias_correction_kl: bool = Field(True, description="TRL's use_bias_correction_kl: multiply the KL term by the importance-sampling ratio (the unbiased reverse-KL gradient of DeepSeek-V3.2), which changes the KL gradient whenever beta > 0. Set explicitly because TRL added it (1.16 default: True). Default True keeps today's runs identical to TRL 1.16's default; false gives the KL gradient of TRL releases before the option (the official RA-RFT script's trainer predates it, configs/profiles/gpu8-official.yaml).")
     scale_rewards: Literal["group", "batch", "none"] = Field("group", description="TRL reward scaling of advantages: 'group' (GRPO), 'batch' or 'none'.")
     bf16: bool = Field(False, description="bfloat16 training (GPU profile: true); false on CPU, where bf16 autocast is slow.")
     answerable_fraction: float = Field(0.5, ge=0, le=1, description="Share of answerable rows in the training mix (the rest are refusable pools; the smaller side is repeated).")
@@ -299,6 +310,12 @@ class TrainParams(Section):
 
 
 # --------------------------------------------------------------------------- evaluate
+class ControlsParams(Section):
+    blind: bool = Field(True, description="Also run every model on a constant grey video of the same length, size and fps as each record's video (same video token count, no information); adds control.blind (the whole metric block) and visual_gain.relevance.{accuracy,f1_macro} (true - blind) per model.")
+    swapped: bool = Field(True, description="Also run every model on each answerable record with its video replaced by another test video whose queries do not include it (seeded derangement over videos; on synthetic data also checked against the event log); the right output is a refusal. Adds control.swapped.{refusal_rate,n} per model.")
+    seed: int = Field(0, description="Seed of the swapped control's derangement of videos (donor video per record).")
+
+
 class EvaluateParams(Section):
     max_new_tokens: int = Field(128, ge=8, description="Most new tokens per greedy prediction (CPU: 128 covers the longest reference completion of the tiny tokenizer).")
     batch_size: int = Field(16, ge=1, description="Prompts per generate call (queries of one video are batched together).")
@@ -309,6 +326,7 @@ class EvaluateParams(Section):
     judge: bool = Field(False, description="Also score completions with an LLM judge (OpenAI-compatible endpoint from RARFT_JUDGE_BASE_URL / RARFT_JUDGE_MODEL / RARFT_JUDGE_API_KEY; never from params). Adds a 'judge' block per model.")
     judge_workers: int = Field(4, ge=1, description="Concurrent judge requests.")
     judge_retries: int = Field(2, ge=0, description="Extra attempts per judge request after a timeout, HTTP or connection error (replies that do not parse are not retried; they count as failures).")
+    controls: ControlsParams = Field(default_factory=ControlsParams, description="Video controls run for each model on the same records (each about 1x the evaluation's generation time): blind (grey frames) and swapped (another video); see docs/EVALUATION.md.")
 
 
 class Params(Section):

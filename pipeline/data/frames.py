@@ -11,13 +11,8 @@ torchcodec is not installed, and torchvision 0.29 has no ``read_video``):
   (frame ``k`` is the ``k``-th frame in presentation order, as in decord);
 * ``(H, W) = smart_resize(...)`` under a per-frame cap derived from ``total_pixels``.
 
-The probe (PyAV, in-process) demuxes every packet once, which gives the frame
-count and each frame's presentation time exactly as decord indexes them. Each
-video is then decoded once by one ffmpeg process: ``select`` keeps the planned
-frames, ``scale`` converts to RGB at the source size (as decord does) and then
-resizes with swscale's bicubic (close to torchvision's antialiased bicubic).
-Frames arrive as raw rgb24 on a pipe. Without PyAV, the probe falls back to
-ffprobe/``ffmpeg -i`` and ffmpeg's ``showinfo`` reports the kept frames' times.
+Probing and decoding are pipeline.data.decode; the sizing rules pipeline.data.sizing. This
+module is the cache key and the incremental extraction of a folder.
 """
 
 from __future__ import annotations

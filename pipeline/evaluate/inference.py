@@ -12,13 +12,21 @@ generation. Prompts are left-padded so every row continues from its own prompt.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
 
+from pipeline.core.frames_cache import VideoFrames
 from pipeline.core.io import InputError
 from pipeline.riq.schema import RiqRecord
+
+log = logging.getLogger(__name__)
+
+# A control's change of a video as read from the cache (pipeline.evaluate.controls.blind_frames).
+FramesFn = Callable[[VideoFrames], VideoFrames]
 
 # batch_inputs keys that belong to the text side (one row per prompt); every other
 # tensor it returns is video-side and is concatenated per video in batch order.
@@ -34,27 +42,30 @@ def plan_batches(records: Sequence[RiqRecord], batch_size: int) -> list[list[int
     return [flat[i : i + batch_size] for i in range(0, len(flat), batch_size)]
 
 
-def _load_video(rec: RiqRecord):
+def _load_video(rec: RiqRecord, frames_fn: FramesFn | None = None):
     from pipeline.core.frames_cache import load_frames
 
     if not rec.frames_path:
         raise InputError(f"record {rec.id}: frames_path: missing (join the records with the frame cache first)")
     path = Path(rec.frames_path)
     try:
-        return load_frames(path)
+        vf = load_frames(path)
     except InputError:
         raise
     except (OSError, ValueError, KeyError) as exc:
         raise InputError(f"{path}: record {rec.id}: frames_path: cannot read frames ({exc})") from None
+    return vf if frames_fn is None else frames_fn(vf)
 
 
 class VideoCache:
     """Per video: the video-side tensors of one single-prompt ``batch_inputs`` call, its
-    number of ``<|video_pad|>`` tokens and, when a model is given, its vision-tower output."""
+    number of ``<|video_pad|>`` tokens and, when a model is given, its vision-tower output.
+    ``frames_fn`` (a control) transforms each video once, when it is read."""
 
-    def __init__(self, processor, model=None):
+    def __init__(self, processor, model=None, frames_fn: FramesFn | None = None):
         self.processor = processor
         self.model = model
+        self.frames_fn = frames_fn
         self._parts: dict[str, tuple[dict[str, torch.Tensor], int]] = {}
 
     def get(self, rec: RiqRecord, prompt: str) -> tuple[dict[str, torch.Tensor], int]:
@@ -62,7 +73,7 @@ class VideoCache:
         if key not in self._parts:
             from pipeline.model.video_inputs import batch_inputs
 
-            enc = batch_inputs(self.processor, [prompt], [_load_video(rec)])
+            enc = batch_inputs(self.processor, [prompt], [_load_video(rec, self.frames_fn)])
             n_tokens = int((enc["input_ids"] == self.processor.video_token_id).sum())
             video = {k: v for k, v in enc.items() if k not in TEXT_KEYS and isinstance(v, torch.Tensor)}
             if self.model is not None:
@@ -116,11 +127,13 @@ def _generation_kwargs(model, max_new_tokens: int) -> dict:
 
 @torch.inference_mode()
 def generate(model, processor, records: Sequence[RiqRecord], batch_size: int, max_new_tokens: int,
-             progress: bool = True, grouped: bool = True) -> list[dict]:
+             progress: bool = True, grouped: bool = True, frames_fn: FramesFn | None = None) -> list[dict]:
     """Greedy completions for ``records`` with a loaded policy, in input order.
 
-    ``grouped=False`` builds every batch with ``batch_inputs`` directly (one video
-    preprocessing per query); it exists to check the grouped path against.
+    ``frames_fn`` maps each video as read from the cache (a control, e.g. grey frames); the
+    grouped path applies it once per video. ``grouped=False`` builds every batch with
+    ``batch_inputs`` directly (one video preprocessing per query); it exists to check the
+    grouped path against.
     """
     from tqdm.auto import tqdm
 
@@ -132,7 +145,7 @@ def generate(model, processor, records: Sequence[RiqRecord], batch_size: int, ma
     gen_kwargs = _generation_kwargs(model, max_new_tokens)
     batches = plan_batches(records, batch_size)
     completions: list[str | None] = [None] * len(records)
-    cache = VideoCache(processor, model)
+    cache = VideoCache(processor, model, frames_fn)
     bar = tqdm(total=len(records), desc="generate", unit="query", disable=not progress)
     for b, idxs in enumerate(batches):
         recs = [records[i] for i in idxs]
@@ -142,7 +155,7 @@ def generate(model, processor, records: Sequence[RiqRecord], batch_size: int, ma
             upcoming = batches[b + 1] if b + 1 < len(batches) else []
             cache.keep_only({records[i].frames_path or records[i].video for i in upcoming})
         else:
-            inputs = batch_inputs(processor, prompts, [_load_video(r) for r in recs])
+            inputs = batch_inputs(processor, prompts, [_load_video(r, frames_fn) for r in recs])
             inputs = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}
         inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
         out = model.generate(**inputs, **gen_kwargs)
@@ -154,11 +167,13 @@ def generate(model, processor, records: Sequence[RiqRecord], batch_size: int, ma
     return [{"id": rec.id, "completion": c} for rec, c in zip(records, completions)]
 
 
-def predict(model_dir: str | Path, records: Sequence[RiqRecord], batch_size: int = 16, max_new_tokens: int = 96,
-            progress: bool = True, num_threads: int = 0) -> list[dict]:
-    """Load the policy in ``model_dir`` and return ``[{"id", "completion"}]`` in record order.
+def predict_runs(model_dir: str | Path, runs: Mapping[str, tuple[Sequence[RiqRecord], FramesFn | None]], batch_size: int = 16,
+                 max_new_tokens: int = 96, progress: bool = True, num_threads: int = 0) -> dict[str, list[dict]]:
+    """Load the policy in ``model_dir`` once and generate every run: name -> (records, frames_fn).
 
-    ``num_threads`` > 0 caps torch's CPU threads for the call (0 keeps torch's setting).
+    Returns name -> ``[{"id", "completion"}]`` in record order. Each run is grouped on its
+    own (one read and one vision pass per video of the run). ``num_threads`` > 0 caps
+    torch's CPU threads for the call (0 keeps torch's setting).
     """
     from pipeline.model.video_inputs import load_policy
 
@@ -172,6 +187,21 @@ def predict(model_dir: str | Path, records: Sequence[RiqRecord], batch_size: int
     if num_threads:
         torch.set_num_threads(num_threads)
     try:
-        return generate(model, processor, records, batch_size, max_new_tokens, progress=progress)
+        out = {}
+        for name, (recs, fn) in runs.items():
+            t0 = time.perf_counter()
+            out[name] = generate(model, processor, recs, batch_size, max_new_tokens, progress=progress, frames_fn=fn)
+            if name:
+                log.info("%s: %s: %d queries in %.1f s", model_dir, name, len(recs), time.perf_counter() - t0)
+        return out
     finally:
         torch.set_num_threads(threads)
+
+
+def predict(model_dir: str | Path, records: Sequence[RiqRecord], batch_size: int = 16, max_new_tokens: int = 96,
+            progress: bool = True, num_threads: int = 0) -> list[dict]:
+    """Load the policy in ``model_dir`` and return ``[{"id", "completion"}]`` in record order.
+
+    ``num_threads`` > 0 caps torch's CPU threads for the call (0 keeps torch's setting).
+    """
+    return predict_runs(model_dir, {"": (records, None)}, batch_size, max_new_tokens, progress, num_threads)[""]

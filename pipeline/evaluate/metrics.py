@@ -44,7 +44,7 @@ class ItemTable:
     rewards: dict[str, np.ndarray] = field(default_factory=dict)
     # Refusal quality; NaN where the item is answerable (expl/corr) or has no gold category (rt_iou).
     expl_sim: np.ndarray | None = None  # s(answer, reference explanation) on correct refusals, 0 on missed ones
-    corr_sim: np.ndarray | None = None  # s(correction, true query) on correct refusals, 0 on missed ones
+    corr_sim: np.ndarray | None = None  # s(correction, true query) on correct refusals, 0 on missed ones; NaN without a target
     rt_iou: np.ndarray | None = None  # Jaccard(predicted, gold categories) on correct refusals, 0 on missed ones
     pred_categories: list[list[str]] = field(default_factory=list)
 
@@ -104,8 +104,10 @@ def item_table(records: Sequence[RiqRecord], completions: Sequence, pred_categor
     if refused.size:
         expl_sim[refused] = sbert.similarity([parsed[i].answer for i in refused],
                                              [records[i].explanation or records[i].reference_answer for i in refused])
-    # The correction reward of a refusable item is already s(correction, true query) (0 when missing or NIL).
-    corr_sim = np.where(answerable, np.nan, np.where(correct_refusal, rew["correction"], 0.0))
+    # The correction reward of a refusable item is already s(correction, true query) (0 when missing or NIL);
+    # NaN (skipped) for an evaluation-only refusal, which has no true query to correct to.
+    has_target = np.array([r.correction_target is not None for r in records], dtype=bool)
+    corr_sim = np.where(answerable | ~has_target, np.nan, np.where(correct_refusal, rew["correction"], 0.0))
 
     if pred_categories is None:
         cats = categorize.classify_many([records[i].problem for i in refused], [parsed[i].answer for i in refused],
@@ -190,9 +192,10 @@ def _refusal_quality(col: str) -> Callable[..., dict[str, float]]:
         x = getattr(t, col)
         if x is None:
             return {"sim_irrelevant": 0.0, "sim_correct_refusals": 0.0}
-        return {"sim_irrelevant": _mean(x[~t.answerable]), "sim_correct_refusals": _mean(x[t.correct_refusal])}
+        scored = ~t.answerable & ~np.isnan(x)  # NaN: skipped (corr_sim of a refusal without a correction target)
+        return {"sim_irrelevant": _mean(x[scored]), "sim_correct_refusals": _mean(x[scored & t.correct_refusal])}
 
-    fn.__doc__ = f"Mean {col} over refusable items (missed refusals 0) and over correct refusals only."
+    fn.__doc__ = f"Mean {col} over refusable items (missed refusals 0; NaN items skipped) and over correct refusals only."
     return fn
 
 
@@ -223,6 +226,20 @@ METRICS: dict[str, Callable[..., float | dict[str, float]]] = {
     "correction": _refusal_quality("corr_sim"),
     "rt_iou": rt_iou,
 }
+
+
+def coverage(n_records: int, evaluated: Sequence[RiqRecord], skipped_no_video: int = 0) -> dict:
+    """How much of a set a score covers (each model's ``coverage`` block in the metrics file): records
+    in the set's file, those evaluated and their share, those skipped for want of a video, evaluation-only
+    refusals among the evaluated (no correction target: correction metrics skipped) and refusals whose
+    correction is scored. What an import quarantined never reached the file: docs/IMPORT.md gives those per set."""
+    n_eval_only = sum(r.evaluation_only for r in evaluated)
+    return {
+        "records": n_records, "evaluated": len(evaluated),
+        "share_evaluated": len(evaluated) / n_records if n_records else 0.0,
+        "skipped_no_video": skipped_no_video, "evaluation_only": n_eval_only,
+        "correction_scored": sum(r.task_type == "refusable" for r in evaluated) - n_eval_only,
+    }
 
 
 def group_key(name: str | None) -> str:
@@ -263,6 +280,35 @@ def compute_metrics(
 ) -> dict:
     """The nested metrics block (DVC shows ``reward.total``, ``by_difficulty.hard.ra_iou.mean``...)."""
     return metrics_from_table(item_table(records, completions), reward_weights, thresholds, threshold_op)
+
+
+# --------------------------------------------------------------------------- video controls
+VISUAL_GAIN_KEYS = ("accuracy", "f1_macro")
+
+
+def swapped_block(t: ItemTable) -> dict[str, float]:
+    """The swapped control: ``t`` holds answerable records scored on another video. ``refusal_rate``
+    = share of them whose completion refuses (an <answer> without a span, as in ``relevance``)."""
+    return {"n": len(t), "refusal_rate": _mean(t.pred_irrelevant.astype(float))}
+
+
+def control_blocks(
+    true_block: Mapping, blind: ItemTable | None, swapped: ItemTable | None, reward_weights: Mapping[str, float],
+    thresholds: Sequence[float] = THRESHOLDS, threshold_op: str = ">=",
+) -> dict:
+    """``control.blind`` (the whole block of the grey-video run), ``control.swapped`` and
+    ``visual_gain.relevance.<k>`` = true - blind; a control that did not run is absent."""
+    out: dict = {}
+    if blind is None and swapped is None:
+        return out
+    control: dict = {}
+    if blind is not None:
+        control["blind"] = metrics_from_table(blind, reward_weights, thresholds, threshold_op)
+        out["visual_gain"] = {"relevance": {k: true_block["relevance"][k] - control["blind"]["relevance"][k] for k in VISUAL_GAIN_KEYS}}
+    if swapped is not None:
+        control["swapped"] = swapped_block(swapped)
+    out["control"] = control
+    return out
 
 
 def _num(x: float) -> float | None:
@@ -328,9 +374,66 @@ def read_completions(path: str | Path, records: Sequence[RiqRecord], *, unique: 
     return recs, ids, comps
 
 
+def read_control_predictions(path: str | Path, records: Sequence[RiqRecord], *, swapped: bool) -> tuple[list[RiqRecord], list[str]]:
+    """A control's predictions (``predictions_<model>_blind.jsonl`` / ``_swapped.jsonl``): (records, completions) in file order.
+
+    Ids must be unique and in ``records``; a swapped line must name an answerable record and its ``donor`` video.
+    """
+    recs, _, comps = read_completions(path, records, unique=True)
+    if swapped:
+        for (lineno, obj), rec in zip(read_jsonl(path), recs):
+            if rec.task_type != "answerable":
+                raise InputError(f"{path}:{lineno}: id {rec.id!r}: the swapped control holds answerable records only")
+            if not isinstance(obj.get("donor"), str) or obj["donor"] == rec.video:
+                raise InputError(f"{path}:{lineno}: id {rec.id!r}: field 'donor' missing or the record's own video")
+    return recs, comps
+
+
+def metrics_with_controls(
+    records: Sequence[RiqRecord], completions: Sequence, reward_weights: Mapping[str, float],
+    thresholds: Sequence[float] = THRESHOLDS, threshold_op: str = ">=",
+    blind: Sequence | None = None, swapped: tuple[Sequence[RiqRecord], Sequence] | None = None,
+) -> dict:
+    """``compute_metrics`` plus the control blocks: ``blind`` = one completion per record on grey
+    frames, ``swapped`` = (answerable records, completions on their donor videos)."""
+    out = compute_metrics(records, completions, reward_weights, thresholds, threshold_op)
+    blind_t = None if blind is None else item_table(records, blind)
+    swapped_t = None if swapped is None else item_table(*swapped)
+    return out | control_blocks(out, blind_t, swapped_t, reward_weights, thresholds, threshold_op)
+
+
 def missing_predictions(records_path: str | Path, predictions_path: str | Path, records: Sequence[RiqRecord], ids: Sequence[str]) -> None:
     """Fail on the first record that has no prediction (naming both files, the record's position and id)."""
     have = set(ids)
     for n, r in enumerate(records, 1):
         if r.id not in have:
             raise InputError(f"{predictions_path}: no prediction for id {r.id!r} ({records_path} record #{n})")
+
+
+def metrics_from_files(
+    records_path: str | Path, predictions_path: str | Path, reward_weights: Mapping[str, float],
+    thresholds: Sequence[float] = THRESHOLDS, threshold_op: str = ">=", *, partial: bool = False,
+    blind_path: str | Path | None = None, swapped_path: str | Path | None = None,
+) -> dict:
+    """What ``rarft metrics`` writes: the block of a prediction file, plus ``control``/``visual_gain``
+    from the control prediction files when given (the same values as the evaluate stage's block).
+
+    The blind file must hold exactly the scored records (any order); the swapped file, answerable records.
+    """
+    all_records = read_riq(records_path)
+    recs, ids, comps = read_completions(predictions_path, all_records, unique=True)
+    if not partial:
+        missing_predictions(records_path, predictions_path, all_records, ids)
+    blind = swapped = None
+    if blind_path is not None:
+        b_recs, b_comps = read_control_predictions(blind_path, all_records, swapped=False)
+        by_id = dict(zip((r.id for r in b_recs), b_comps))
+        if set(by_id) != set(ids):
+            odd = sorted(set(by_id) ^ set(ids))[0]
+            raise InputError(f"{blind_path}: id {odd!r}: the blind predictions must cover exactly the records of {predictions_path}")
+        blind = [by_id[i] for i in ids]
+    if swapped_path is not None:
+        swapped = read_control_predictions(swapped_path, all_records, swapped=True)
+    result = metrics_with_controls(recs, comps, reward_weights, thresholds, threshold_op, blind=blind, swapped=swapped)
+    result["coverage"] = coverage(len(all_records), recs)  # as the evaluate stage writes it (no frames check here)
+    return result

@@ -98,6 +98,14 @@ HEADLINE = (
 )
 
 
+# Controls table rows (docs/EVALUATION.md, "Video controls"), when the controls ran.
+CONTROL_ROWS = (
+    "relevance.accuracy", "control.blind.relevance.accuracy", "visual_gain.relevance.accuracy",
+    "relevance.f1_macro", "control.blind.relevance.f1_macro", "visual_gain.relevance.f1_macro",
+    "ra_iou.mean", "control.blind.ra_iou.mean", "control.swapped.refusal_rate", "control.swapped.n",
+)
+
+
 def headline_keys(flat: Mapping[str, float]) -> list[str]:
     keys = []
     for prefix in HEADLINE:
@@ -149,6 +157,18 @@ def report_markdown(metrics: Mapping[str, Mapping], items: pd.DataFrame, models:
                 rows.setdefault(f"{r[key]} accuracy", {})[m] = r["accuracy"]
         if rows:
             parts += [f"## {title}", "", _table(rows, models), ""]
+    controls = [k for k in CONTROL_ROWS if k.startswith(("relevance.", "ra_iou.")) or any(k in flat[m] for m in models)]
+    if any(k.startswith(("control.", "visual_gain.")) for k in controls):
+        parts += [
+            "## Video controls",
+            "",
+            "The same records with the video made uninformative. **blind**: constant grey frames (same length, size, fps "
+            "and token count); `visual_gain` = true-video value - blind value. **swapped**: each answerable record on "
+            "another test video whose queries do not include it; a refusal is the right answer there.",
+            "",
+            _table({k: {m: flat[m].get(k, float("nan")) for m in models} for k in controls}, models),
+            "",
+        ]
     if notes:
         parts += ["## Notes", "", *[f"- {n}" for n in notes], ""]
     return "\n".join(parts)

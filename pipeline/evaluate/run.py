@@ -2,7 +2,9 @@
 set, scored with the same rewards and metrics as training.
 
 Writes, under ``out_dir``: ``predictions_<model>.jsonl`` (``{"id", "completion"}``,
-what ``rarft metrics --predictions`` reads), ``items.csv`` (one row per model and
+what ``rarft metrics --predictions`` reads; with the video controls (``evaluate.controls``)
+also ``predictions_<model>_blind.jsonl`` and ``predictions_<model>_swapped.jsonl``
+(``{"id", "donor", "completion"}``), read by ``--blind-predictions`` / ``--swapped-predictions``), ``items.csv (one row per model and
 item; also ``items.parquet`` when pyarrow is installed), ``plots/*.csv`` (for ``dvc
 plots``), ``report.md``, ``summary.json`` (evaluable / skipped counts) and
 ``skipped.jsonl`` (records that could not be evaluated, with the reason); with
@@ -18,6 +20,7 @@ import importlib.util
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -26,7 +29,8 @@ from pipeline.core.frames_cache import frames_path
 from pipeline.core.io import InputError, atomic_path, write_json, write_jsonl
 from pipeline.core.params import Params
 from pipeline.evaluate import metrics as M
-from pipeline.evaluate.inference import predict
+from pipeline.evaluate.controls import assign_donors, blind_frames, read_event_logs
+from pipeline.evaluate.inference import predict_runs
 from pipeline.evaluate.plots import write_plots, write_report
 from pipeline.riq.schema import RiqRecord
 from pipeline.train import rewards
@@ -38,6 +42,21 @@ ITEM_COLUMNS = (
     "pred_start", "pred_end", "iou", "ra_iou", "expl_sim", "corr_sim", "rt_iou", "pred_categories",
 )
 REWARD_COLUMNS = tuple(f"reward_{k}" for k in (*rewards.REWARDS, "total"))
+# The video controls of the same model and record (empty when the control did not run or,
+# for swapped, on refusable records and answerable ones without a donor).
+BLIND_COLUMNS = ("has_answer", "relevant_pred", "pred_start", "pred_end", "iou", "ra_iou")
+CONTROL_COLUMNS = (*(f"blind_{k}" for k in BLIND_COLUMNS), "swapped_video", "swapped_has_answer", "swapped_relevant_pred", "swapped_refused")
+
+
+@dataclass
+class Controls:
+    """Completions of the video controls, per model: ``blind`` one per record (grey frames),
+    ``swapped`` one per ``swapped_records`` entry (answerable records on their ``donor`` video)."""
+
+    blind: dict[str, list[str]] | None = None
+    swapped: dict[str, list[str]] | None = None
+    swapped_records: list[RiqRecord] = field(default_factory=list)
+    donor: dict[str, str] = field(default_factory=dict)
 
 
 def join_frames(records: Sequence[RiqRecord], frames_dir: str | Path | None) -> list[RiqRecord]:
@@ -71,15 +90,34 @@ def item_rows(model: str, table: M.ItemTable, weights) -> list[dict]:
     return rows
 
 
+def add_control_columns(rows: list[dict], blind: M.ItemTable | None, swapped: M.ItemTable | None, donor: Mapping[str, str]) -> None:
+    """The blind and swapped results of each row's record, as ``blind_*`` / ``swapped_*`` columns."""
+    if blind is not None:
+        for row, b in zip(rows, M.rows_from_table(blind)):
+            row |= {f"blind_{k}": b[k] for k in BLIND_COLUMNS}
+    if swapped is not None:
+        at = {row["id"]: row for row in rows}
+        for i, rid in enumerate(swapped.ids):
+            at[rid] |= {"swapped_video": donor[rid], "swapped_has_answer": bool(swapped.has_answer[i]),
+                        "swapped_relevant_pred": bool(swapped.pred_relevant[i]), "swapped_refused": bool(swapped.pred_irrelevant[i])}
+
+
 def score(records: Sequence[RiqRecord], completions: Mapping[str, Sequence[str]], weights: Mapping[str, float],
-          thresholds: Sequence[float], threshold_op: str = ">=") -> tuple[dict, pd.DataFrame]:
-    """Metrics per model and the per-item table (completions: model name -> one per record, in order)."""
+          thresholds: Sequence[float], threshold_op: str = ">=", controls: Controls | None = None) -> tuple[dict, pd.DataFrame]:
+    """Metrics per model and the per-item table (completions: model name -> one per record, in order);
+    with ``controls``, each model's block gains ``control`` and ``visual_gain`` (metrics.control_blocks)."""
+    controls = controls or Controls()
     results, rows = {}, []
     for name, comps in completions.items():
         table = M.item_table(records, comps)
         results[name] = M.metrics_from_table(table, weights, thresholds, threshold_op)
-        rows += item_rows(name, table, weights)
-    return results, pd.DataFrame(rows, columns=[*ITEM_COLUMNS, *REWARD_COLUMNS])
+        blind = None if controls.blind is None else M.item_table(records, controls.blind[name])
+        swapped = None if controls.swapped is None else M.item_table(controls.swapped_records, controls.swapped[name])
+        results[name] |= M.control_blocks(results[name], blind, swapped, weights, thresholds, threshold_op)
+        model_rows = item_rows(name, table, weights)
+        add_control_columns(model_rows, blind, swapped, controls.donor)
+        rows += model_rows
+    return results, pd.DataFrame(rows, columns=[*ITEM_COLUMNS, *REWARD_COLUMNS, *CONTROL_COLUMNS])
 
 
 def write_outputs(out_dir: str | Path, metrics_path: str | Path, results: dict, items: pd.DataFrame, notes: Sequence[str] = ()) -> None:
@@ -127,19 +165,35 @@ def evaluate(
     params: Params,
     frames_dir: str | Path | None = None,
     set_name: str = "test",
+    events_path: str | Path | None = None,
 ) -> dict:
-    """Predict with both models, score, and write every output; returns the metrics dict.
+    """Predict with both models (and their video controls), score, and write every output; returns the metrics dict.
 
     Records without ``frames_path`` are looked up in ``frames_dir``; records whose frames
     are missing are skipped with the reason (skipped.jsonl), and a set with none left
-    yields 0-item metrics instead of an error.
+    yields 0-item metrics instead of an error. ``events_path``: the synthetic event logs
+    (``data/raw/annotations.jsonl``), with which the swapped control also checks that no
+    event of a donor video matches the query; without it (imported sets) only query texts are compared.
     """
     ev = params.evaluate
+    ctl = ev.controls
     out_dir = Path(out_dir)
     all_records = join_frames(M.read_riq(test_records_path), frames_dir)
     evaluable, skipped = select_records(all_records, 0)
     records = evaluable[: ev.max_items] if ev.max_items else evaluable
     summary = {"set": set_name, "records": len(all_records), "evaluable": len(evaluable), "evaluated": len(records), "skipped": len(skipped)}
+    controls = Controls()
+    runs: dict[str, tuple] = {"true": (records, None)}
+    if ctl.blind:
+        runs["blind"] = (records, blind_frames)
+    if ctl.swapped:
+        logs = read_event_logs(events_path) if events_path else None
+        donors = assign_donors(records, ctl.seed, pool=evaluable, logs=logs)
+        controls.swapped_records, controls.donor = donors.records(records), donors.donor
+        runs["swapped"] = (controls.swapped_records, None)
+        summary |= {"swapped": len(donors.donor), "swapped_without_donor": len(donors.no_donor)}
+        if donors.no_donor:
+            log.warning("%s: swapped control: %d answerable records have no donor video (e.g. %s)", set_name, len(donors.no_donor), donors.no_donor[0])
     write_jsonl(out_dir / "skipped.jsonl", skipped)
     write_json(out_dir / "summary.json", summary)
     for s in skipped[:5]:
@@ -147,21 +201,36 @@ def evaluate(
     log.info(summary_line(set_name, summary))
 
     completions: dict[str, list[str]] = {}
+    controls.blind = {} if ctl.blind else None
+    controls.swapped = {} if ctl.swapped else None
     for name, model_dir in (("base", base_dir), ("trained", trained_dir)):
-        preds = []
+        preds = {run: [] for run in runs}
         if records:  # no model is loaded for a set without a single video
             t0 = time.perf_counter()
-            preds = predict(model_dir, records, batch_size=ev.batch_size, max_new_tokens=ev.max_new_tokens,
-                            num_threads=ev.torch_threads)
+            preds = predict_runs(model_dir, runs, batch_size=ev.batch_size, max_new_tokens=ev.max_new_tokens, num_threads=ev.torch_threads)
             secs = time.perf_counter() - t0
-            log.info("%s: %d queries in %.1f s (%.2f queries/s, model load included)", name, len(records), secs, len(records) / secs)
-        write_jsonl(out_dir / f"predictions_{name}.jsonl", preds)
-        completions[name] = [p["completion"] for p in preds]
+            n = sum(len(p) for p in preds.values())
+            log.info("%s: %d queries (%s) in %.1f s (%.2f queries/s, model load included)", name, n, "+".join(runs), secs, n / secs)
+        write_jsonl(out_dir / f"predictions_{name}.jsonl", preds["true"])
+        completions[name] = [p["completion"] for p in preds["true"]]
+        if ctl.blind:
+            write_jsonl(out_dir / f"predictions_{name}_blind.jsonl", preds["blind"])
+            controls.blind[name] = [p["completion"] for p in preds["blind"]]
+        if ctl.swapped:
+            write_jsonl(out_dir / f"predictions_{name}_swapped.jsonl",
+                        ({"id": p["id"], "donor": controls.donor[p["id"]], "completion": p["completion"]} for p in preds["swapped"]))
+            controls.swapped[name] = [p["completion"] for p in preds["swapped"]]
 
-    results, items = score(records, completions, dict(params.train.reward_weights), ev.iou_thresholds, ev.threshold_op)
+    results, items = score(records, completions, dict(params.train.reward_weights), ev.iou_thresholds, ev.threshold_op, controls)
+    for block in results.values():
+        block["coverage"] = M.coverage(summary["records"], records, summary["skipped"])
     if ev.judge and records:
         run_judge(records, completions, results, out_dir, params)
     notes = [f"Test set `{set_name}` ({test_records_path}): {summary_line(set_name, summary).split(': ', 1)[1]} "
              f"(see skipped.jsonl); greedy decoding, max_new_tokens={ev.max_new_tokens}; R@k counts IoU {ev.threshold_op} k."]
+    if ctl.swapped:
+        notes.append(f"Swapped control: {summary['swapped']} answerable records on a donor video (seed {ctl.seed}; "
+                     f"{'query text and event log' if events_path else 'query text only'} checked), "
+                     f"{summary['swapped_without_donor']} without a donor.")
     write_outputs(out_dir, metrics_path, results, items, notes)
     return results

@@ -176,6 +176,9 @@ def build_tiny_model(tokenizer, params: TinyModelParams):
     import torch
     from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
 
+    from pipeline.model import rope
+
+    rope.install()  # Qwen's positions for text after a video (transformers 5.24 differs; see pipeline.model.rope)
     config = tiny_config(tokenizer, params)
     torch.manual_seed(params.seed)
     model = Qwen2_5_VLForConditionalGeneration(config).to(torch.float32)

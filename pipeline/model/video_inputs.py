@@ -41,10 +41,14 @@ def load_policy(path: str | Path, *, dtype: Any = None, attn_implementation: str
 
     ``dtype=None`` keeps the dtype the weights were saved in (float32 for the tiny
     model, bfloat16 for Qwen2.5-VL-7B). The tokenizer pads on the left so batched
-    generation continues every prompt from its last token.
+    generation continues every prompt from its last token. Text after the video is positioned by
+    Qwen's own 3-D RoPE rule, not transformers 5.24's (``pipeline.model.rope``).
     """
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
+    from pipeline.model import rope
+
+    rope.install()
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
         str(path),
         dtype=dtype if dtype is not None else "auto",

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from pipeline.core.events import VideoLog
 from pipeline.core.frames_cache import frames_path
-from pipeline.core.io import write_json, write_jsonl
+from pipeline.core.io import InputError, write_json, write_jsonl
 from pipeline.core.params import RiqParams
 from pipeline.riq.schema import DIFFICULTY_EDITS, RiqRecord
 from pipeline.riq.synthetic import (
@@ -66,7 +66,24 @@ def _quarantine(quarantine: list[dict], stats: dict, rid: str, reason: str, reco
     stats["quarantined"][key] += 1
 
 
-def stats_report(videos: dict, records: dict, splits: dict, quarantined: dict, source: dict) -> dict:
+def blind_audit(params: RiqParams, rows: dict[str, list[dict]]) -> dict | None:
+    """The query-only baseline of this build's own split (pipeline.riq.audit), or None when off.
+
+    In the stats file, so `dvc metrics diff` shows when a generator change adds or removes a
+    wording cue. A split that cannot be audited (one class only) says why instead of failing the build.
+    """
+    if not params.audit:
+        return None
+    from pipeline.riq.audit import audit
+
+    train, test = ([RiqRecord.model_validate(r) for r in rows[s]] for s in ("train", "test"))
+    try:
+        return audit(train, test, seed=params.seed)
+    except InputError as exc:
+        return {"error": str(exc)}
+
+
+def stats_report(videos: dict, records: dict, splits: dict, quarantined: dict, source: dict, audit: dict | None = None) -> dict:
     """The stats file (a DVC metric) of every build, synthetic or imported: the same keys in the
     same places, so `dvc metrics diff` across a change of source compares like with like.
 
@@ -74,8 +91,11 @@ def stats_report(videos: dict, records: dict, splits: dict, quarantined: dict, s
     generators added (imported) or every generated record (synthetic). What only one source has
     lives under ``source`` (``source.kind`` names it).
     """
-    return {"videos": dict(videos), "records": dict(records), "splits": splits,
-            "quarantined": dict(sorted(quarantined.items())), "source": source}
+    out = {"videos": dict(videos), "records": dict(records), "splits": splits,
+           "quarantined": dict(sorted(quarantined.items())), "source": source}
+    if audit is not None:
+        out["audit"] = audit
+    return out
 
 
 def split_videos(video_ids: list[str], test_fraction: float, seed: int) -> tuple[set[str], set[str]]:
@@ -129,7 +149,7 @@ def build_riq(
     per_video: dict[str, tuple[list[Draft], list[Draft], set[str]]] = {}
     for log in logs:
         rng = random.Random(f"{params.seed}:{log.video_id}")
-        answerable, by_event = answerable_drafts(rng, log, stats)
+        answerable, by_event = answerable_drafts(rng, log, stats, params.order_clause_rate)
         seen = {d.problem for d in answerable}
         refusable = hard_irrelevant_drafts(rng, log, by_event, params, seen, stats)
         per_video[log.video_id] = (answerable, refusable, seen)
@@ -182,6 +202,7 @@ def build_riq(
         quarantined=stats["quarantined"],
         source={"kind": "synthetic", "videos_without_queries": v["no_queries"], "ordinal_answerable": r["ordinal_answerable"],
                 "unnameable_events": r["unnameable_events"], "rejected": dict(stats["rejected"]), "gave_up": dict(stats["gave_up"])},
+        audit=blind_audit(params, rows),
     )
     write_json(stats_path, report)
     return report
@@ -191,7 +212,6 @@ def build_riq(
 def build_imported(params: RiqParams, imports: str | Path | None, frames_dir: str | Path, out_dir: str | Path, stats_path: str | Path) -> dict:
     """build_riq for an imported annotation set: import, join with the frame cache, generate
     refusable queries for answerable items that have none (riq.generators), split by video."""
-    from pipeline.core.io import InputError
     from pipeline.riq.importers import import_annotations
 
     if imports is None or not params.import_file:
@@ -200,7 +220,7 @@ def build_imported(params: RiqParams, imports: str | Path | None, frames_dir: st
     result = import_annotations(params.source, path, frames_dir, source=params.source)
     quarantine = list(result.quarantine)
     records = result.records
-    with_refusal = {(r["video"], r["refusable_queries"][0]["problem"]) for r in records if r["task_type"] == "refusable"}
+    with_refusal = {(r["video"], r["refusable_queries"][0]["problem"]) for r in records if r["refusable_queries"]}
     needy = [r for r in records if r["task_type"] == "answerable" and (r["video"], r["problem"]) not in with_refusal]
     generation: dict = {}
     n_failed = 0
@@ -230,7 +250,17 @@ def build_imported(params: RiqParams, imports: str | Path | None, frames_dir: st
                 quarantine.append({"id": g["id"], "reason": f"generated: record {g['id']}: {errors[0]}", "record": g})
             else:
                 records.append(g)
-    train_ids, test_ids = split_videos(sorted({r["video"] for r in records}), params.test_fraction, params.seed)
+    # Evaluation-only refusals (no correction target, docs/IMPORT.md) are never trained on: a video that has
+    # nothing else goes to test; one on a train video is quarantined (`evaluation_only_in_train`).
+    eval_only = lambda r: r["task_type"] == "refusable" and not r["refusable_queries"]  # noqa: E731
+    trainable = {r["video"] for r in records if not eval_only(r)}
+    train_ids, test_ids = split_videos(sorted(trainable), params.test_fraction, params.seed)
+    test_ids |= {r["video"] for r in records} - trainable
+    n_eval_only_in_train = 0
+    for r in [r for r in records if eval_only(r) and r["video"] in train_ids]:
+        quarantine.append({"id": r["id"], "reason": f"{path}: record {r['id']}: refusable_queries: empty (evaluation only) and video {r['video']} is in the train split", "record": r})
+        n_eval_only_in_train += 1
+    records = [r for r in records if not (eval_only(r) and r["video"] in train_ids)]
     rows = {
         split: [RiqRecord.model_validate(r).model_dump(mode="json") for r in records if (r["video"] in test_ids) == (split == "test")]
         for split in ("train", "test")
@@ -241,6 +271,7 @@ def build_imported(params: RiqParams, imports: str | Path | None, frames_dir: st
     write_jsonl(out_dir / "quarantine.jsonl", quarantine)
     reasons = Counter(result.report["quarantined_by_reason"])
     reasons["llm_failed"] = n_failed
+    reasons["evaluation_only_in_train"] = n_eval_only_in_train
     n_videos_in = len({d["video"] for d in records} | {q["record"].get("video") for q in result.quarantine if isinstance(q["record"], dict)})
     report = stats_report(
         videos={"in": n_videos_in, "train": len(train_ids), "test": len(test_ids), "quarantined": n_videos_in - len(train_ids) - len(test_ids)},
@@ -249,6 +280,7 @@ def build_imported(params: RiqParams, imports: str | Path | None, frames_dir: st
         splits={split: _split_stats(rows[split]) for split in ("train", "test")},
         quarantined=reasons,
         source={"kind": params.source, "import": result.report, "generation": generation},
+        audit=blind_audit(params, rows),
     )
     write_json(stats_path, report)
     return report

@@ -1,7 +1,8 @@
 """Importers of public video-grounding annotation sets into RIQ records.
 
-Formats (``IMPORTERS``): ``hi-vtg`` (the RA-RFT release: HI-VTG, SS-VTG and the
-human-annotated set), ``charades-sta``, ``activitynet-captions`` and
+Formats (``IMPORTERS``): ``seed`` (the RIQ record of the seed README, which
+``rarft export --format seed`` writes back), ``hi-vtg`` (the RA-RFT release: HI-VTG,
+SS-VTG and the human-annotated set), ``charades-sta``, ``activitynet-captions`` and
 ``qvhighlights``. Every record goes through :class:`pipeline.riq.schema.RiqRecord`;
 whatever cannot become a valid record lands in the quarantine with its reason, so
 ``written + quarantined == queries_read``. Quirks of the released files are fixed
@@ -53,6 +54,9 @@ class Draft:
     item: int = 0
     reject: tuple[str, str] | None = None  # (reason key, message) decided while parsing
     raw: object = None  # the input item, kept in the quarantine when it could not be parsed
+    # The seed format: every span of an answerable query, every alternative of a refusal (first = span / target).
+    spans: list[tuple[float, float]] | None = None
+    alternatives: list[tuple[str, list[tuple[float, float]]]] | None = None
 
 
 @dataclass
@@ -132,12 +136,18 @@ def think_captions(think: str | None) -> list[str]:
     return [c.strip() for _, c in _CAPTION.findall(think or "") if c.strip()]
 
 
+def is_ss_vtg(path: Path) -> bool:
+    """An SS-VTG file of the release (``ss_vtg_*``, ``ss-vtg*``): every refusal in it is simply shuffled."""
+    return path.name.casefold().replace("-", "_").startswith("ss_vtg")
+
+
 def hi_vtg_drafts(path: Path, quirks: Counter, captions: dict[str, list[str]]) -> tuple[int, list[Draft]]:
     """Drafts of the RA-RFT annotation format (a JSON list of items with a GRPO list)."""
     data = _load_json(path)
     if not isinstance(data, list):
         raise InputError(f"{path}: expected a JSON list of items")
     drafts: list[Draft] = []
+    ss_set = is_ss_vtg(path)
     for n, item in enumerate(data):
         if not isinstance(item, dict) or not isinstance(item.get("video"), str) or not isinstance(item.get("query_text"), str):
             drafts.append(Draft(f"item{n}", "", "", None, "", None, item=n, raw=item, reject=("bad_item", f"{path}: record item{n}: video/query_text: missing")))
@@ -194,17 +204,91 @@ def hi_vtg_drafts(path: Path, quirks: Counter, captions: dict[str, list[str]]) -
             difficulty = g.get("difficulty") if g.get("difficulty") in ("hard", "medium", "easy") else None
             if difficulty is None and item.get("difficulty") in ("hard", "medium", "easy"):
                 difficulty = item["difficulty"]
-            shuffled = "shuffl" in str(g.get("class", "")).casefold() or (not categories and difficulty is None)
+            # Shuffled (SS-VTG): the file is an ss_vtg_* set, the entry says so, or it lists no categories.
+            # Not by difficulty: SS-VTG entries carry difficulty "easy" (and SS-QVHighlights class "id").
+            shuffled = ss_set or "shuffl" in str(g.get("class", "")).casefold() or not g.get("c")
             item_drafts.append(Draft(
                 rid, **base, problem=q, span=None, refusable=True, kind="shuffled" if shuffled else "hard_irrelevant",
+                # Without the item's span (SS-VTG's all-refusable items, `timestamp: []`) there is no correction
+                # target: the refusal is still evaluable and is written for evaluation only.
                 target=(truth, span) if span else None, explanation=explanation, categories=[] if shuffled else categories,
                 difficulty=None if shuffled else difficulty,
-                reject=None if span else ("bad_item", f"{path}: record {rid}: timestamp: missing, so the correction target has no span"),
             ))
         if sum(d.span is not None for d in item_drafts) > 1:
             quirks["items_with_two_answerable"] += 1
         drafts.extend(item_drafts)
     return len(data), drafts
+
+
+# --------------------------------------------------------------------------- seed
+def _seed_spans(value) -> list[tuple[float, float]] | None:
+    """``[{answer: [s, e]}, ...]`` as spans; None when it is not that shape or empty."""
+    if not isinstance(value, list) or not value:
+        return None
+    spans = [_span(a.get("answer")) if isinstance(a, dict) else None for a in value]
+    return None if None in spans else spans
+
+
+def seed_drafts(path: Path, quirks: Counter, captions: dict[str, list[str]]) -> tuple[int, list[Draft]]:
+    """The seed README's RIQ records (a JSON list or JSON Lines): ``{video, video_path, duration,
+    problem, task_type, gt_answers: [{answer: [s, e]}], refusable_queries?: [{problem, gt_answers}]}``.
+
+    What our schema adds is derived (docs/IMPORT.md): id ``<video>-s<index>``; kind ``answerable``,
+    or for a refusal ``shuffled`` in an SS-VTG file (``ss_vtg_*``) and ``hard_irrelevant`` otherwise
+    (the format has no categories); the explanation is built from the queries, as for an empty
+    HI-VTG answer.
+    """
+    rows = [obj for _, obj in read_jsonl(path)] if path.suffix == ".jsonl" else _load_json(path)
+    if not isinstance(rows, list):
+        raise InputError(f"{path}: expected a JSON list of records (or JSON Lines)")
+    ss_set = is_ss_vtg(path)
+    drafts: list[Draft] = []
+    for n, obj in enumerate(rows):
+        ok = isinstance(obj, dict) and isinstance(obj.get("video"), str) and isinstance(obj.get("problem"), str)
+        vid = video_id(obj["video"]) if ok else ""
+        rid = f"{vid}-s{n}" if ok else f"record{n}"
+
+        def bad(msg: str, _rid=rid, _n=n, _obj=obj) -> Draft:
+            return Draft(_rid, "", "", None, "", None, item=_n, raw=_obj, reject=("bad_item", f"{path}: record {_rid}: {msg}"))
+
+        if not ok:
+            drafts.append(bad("video/problem: missing"))
+            continue
+        task = obj.get("task_type")
+        if task not in ("answerable", "refusable"):
+            drafts.append(bad(f"task_type: must be 'answerable' or 'refusable' (got {task!r})"))
+            continue
+        duration = obj.get("duration")
+        try:
+            duration = float(duration) if duration else None
+        except (TypeError, ValueError):
+            drafts.append(bad(f"duration: not a number (got {duration!r})"))
+            continue
+        base = dict(video=vid, video_path=str(obj.get("video_path") or obj["video"]), duration=duration, item=n)
+        q = obj["problem"].strip()
+        spans = _seed_spans(obj.get("gt_answers"))
+        if task == "answerable":
+            if spans is None:
+                drafts.append(bad("gt_answers: expected [{answer: [start, end]}, ...]"))
+                continue
+            captions[vid].append(q)
+            drafts.append(Draft(rid, **base, problem=q, span=spans[0], spans=spans))
+            continue
+        if spans is None or any(s != (-1.0, -1.0) for s in spans):
+            drafts.append(bad("gt_answers: a refusable record's span must be [-1, -1]"))
+            continue
+        alts = obj.get("refusable_queries") or []
+        parsed = [(a["problem"].strip(), _seed_spans(a.get("gt_answers"))) if isinstance(a, dict) and isinstance(a.get("problem"), str) else None
+                  for a in alts] if isinstance(alts, list) else [None]
+        if None in parsed or any(s is None for _, s in parsed):
+            drafts.append(bad("refusable_queries: expected [{problem, gt_answers: [{answer: [start, end]}]}, ...]"))
+            continue
+        captions[vid].extend(p for p, _ in parsed)
+        target = (parsed[0][0], parsed[0][1][0]) if parsed else None
+        explanation = (f'{NO_SEGMENT}: the video shows "{target[0]}", not "{q}".' if target else f"{NO_SEGMENT}: the video does not show this.")
+        drafts.append(Draft(rid, **base, problem=q, span=None, refusable=True, kind="shuffled" if ss_set else "hard_irrelevant",
+                            target=target, explanation=explanation, alternatives=parsed))
+    return len(rows), drafts
 
 
 # --------------------------------------------------------------------------- answerable-only sets
@@ -266,6 +350,7 @@ def qvhighlights_drafts(path: Path, quirks: Counter, captions: dict[str, list[st
 
 
 IMPORTERS: dict[str, Callable[[Path, Counter, dict], tuple[int, list[Draft]]]] = {
+    "seed": seed_drafts,
     "hi-vtg": hi_vtg_drafts,
     "charades-sta": charades_sta_drafts,
     "activitynet-captions": activitynet_drafts,
@@ -289,6 +374,17 @@ def _clip(span: tuple[float, float], duration: float, quirks: Counter) -> tuple[
         quirks["clipped_span_end"] += 1
         e = duration
     return (round(s, 3), round(e, 3))
+
+
+def _alternatives(d: Draft, clipped: list) -> list[dict]:
+    """refusable_queries of a refusal: its target, or (seed) every alternative, with the clipped spans in order."""
+    if d.alternatives is None:
+        return [{"problem": d.target[0], "gt_answers": [{"answer": list(clipped[0])}]}]
+    out, k = [], 0
+    for problem, spans in d.alternatives:
+        out.append({"problem": problem, "gt_answers": [{"answer": list(c)} for c in clipped[k: k + len(spans)]]})
+        k += len(spans)
+    return out
 
 
 def import_annotations(fmt: str, path: str | Path, frames_dir: str | Path | None = None, source: str | None = None) -> ImportResult:
@@ -334,12 +430,21 @@ def import_annotations(fmt: str, path: str | Path, frames_dir: str | Path | None
             if key in seen:
                 reject(d, "duplicate", f"{path}: record {d.id}: problem: duplicate of {seen[key]} (same video, same query)")
                 continue
-            spans = [d.target[1] if d.refusable else d.span]
+            eval_only = d.refusable and d.target is None
+            if d.alternatives is not None:  # seed: every span of every alternative
+                spans = [s for _, ss in d.alternatives for s in ss]
+            elif eval_only:
+                spans = []
+            else:
+                spans = d.spans or [d.target[1] if d.refusable else d.span]
             clipped = [_clip(s, d.duration, quirks) for s in spans]
             if None in clipped:
-                reject(d, "span_outside_video", f"{path}: record {d.id}: timestamp: span {list(spans[0])} not inside the video (duration {d.duration})")
+                bad_span = spans[clipped.index(None)]
+                reject(d, "span_outside_video", f"{path}: record {d.id}: timestamp: span {list(bad_span)} not inside the video (duration {d.duration})")
                 continue
-            if d.refusable:
+            if eval_only:
+                contrast = ""  # filled below with an answerable span of the same video, when the file has one
+            elif d.refusable:
                 contrast = format_span(*clipped[0])
             else:
                 own = [r for r in refusals if r.target and norm(r.target[0]) == norm(d.problem)]
@@ -347,8 +452,8 @@ def import_annotations(fmt: str, path: str | Path, frames_dir: str | Path | None
             record = {
                 "id": d.id, "video": d.video, "video_path": d.video_path, "frames_path": None, "duration": d.duration,
                 "problem": d.problem, "task_type": "refusable" if d.refusable else "answerable", "kind": d.kind,
-                "gt_answers": [{"answer": [-1.0, -1.0]}] if d.refusable else [{"answer": list(clipped[0])}],
-                "refusable_queries": [{"problem": d.target[0], "gt_answers": [{"answer": list(clipped[0])}]}] if d.refusable else [],
+                "gt_answers": [{"answer": [-1.0, -1.0]}] if d.refusable else [{"answer": list(c)} for c in clipped],
+                "refusable_queries": _alternatives(d, clipped) if d.refusable and not eval_only else [],
                 "explanation": d.explanation if d.refusable else None,
                 "reference_answer": d.explanation if d.refusable else format_span(*clipped[0]),
                 "contrast_answer": contrast, "categories": d.categories,
@@ -367,9 +472,29 @@ def import_annotations(fmt: str, path: str | Path, frames_dir: str | Path | None
             seen[key] = d.id
             records.append(record)
     assert len(records) + len(quarantine) == len(drafts), "every query must be written or quarantined"
+    if fmt == "seed":
+        # A seed record is one query: an answerable query's contrast is the refusal of the same video that
+        # corrects to it (another record), when the file has one.
+        corrects_to = {}
+        for r in records:
+            if r["refusable_queries"]:
+                corrects_to.setdefault((r["video"], norm(r["refusable_queries"][0]["problem"])), r["explanation"])
+        for r in records:
+            if r["task_type"] == "answerable":
+                r["contrast_answer"] = corrects_to.get((r["video"], norm(r["problem"])), r["contrast_answer"])
+    # An evaluation-only refusal's contrast (the other class's answer on the same video) is the first
+    # answerable span written for that video; empty when the file has none.
+    first_span = {}
+    for r in records:
+        if r["task_type"] == "answerable":
+            first_span.setdefault(r["video"], r["reference_answer"])
+    for r in records:
+        if r["task_type"] == "refusable" and not r["refusable_queries"]:
+            r["contrast_answer"] = first_span.get(r["video"], "")
     report = {
         "format": fmt, "file": str(path), "items_read": n_items, "queries_read": len(drafts), "written": len(records),
         "quarantined": len(quarantine), "quarantined_by_reason": dict(by_reason),
+        "evaluation_only": sum(r["task_type"] == "refusable" and not r["refusable_queries"] for r in records),
         "items_fully_written": len({d.item for d in drafts} - {d.item for d in drafts if d.id in {q["id"] for q in quarantine}}),
         "task_type": dict(Counter(r["task_type"] for r in records)),
         "quirks": dict(sorted(quirks.items())),

@@ -8,25 +8,12 @@ in docs/riq.schema.json is exported from them.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.core.io import InputError, read_jsonl, read_records, write_json
 
-CATEGORIES: tuple[str, ...] = (
-    "Action/ActionSequence",
-    "Action/FineGrainedAction",
-    "Object/ObjectExistence",
-    "Object/ObjectPartRelation",
-    "Object/ObjectSpatialRelation",
-    "Object/ObjectMoving",
-    "Scene/SceneTransition",
-    "Scene/SceneExistence",
-    "Attribute/AttributeValue",
-    "Attribute/Counting",
-    "Attribute/Comparison",
-)
 Category = Literal[
     "Action/ActionSequence",
     "Action/FineGrainedAction",
@@ -40,6 +27,7 @@ Category = Literal[
     "Attribute/Counting",
     "Attribute/Comparison",
 ]
+CATEGORIES: tuple[str, ...] = get_args(Category)  # the 11 RA-RFT categories, in the release's order
 TaskType = Literal["answerable", "refusable"]
 Difficulty = Literal["original", "easy", "medium", "hard"]
 Kind = Literal["answerable", "hard_irrelevant", "shuffled"]
@@ -91,7 +79,7 @@ class RiqRecord(_Strict):
     task_type: TaskType = Field(description="'answerable' (has a span) or 'refusable' (must be refused).")
     kind: Kind = Field(description="'answerable', 'hard_irrelevant' (edited true query) or 'shuffled' (query from another video).")
     gt_answers: list[GtAnswer] = Field(min_length=1, description="Ground-truth span(s); [[-1, -1]] for refusable.")
-    refusable_queries: list[Alternative] = Field(default_factory=list, description="For refusable records: answerable alternatives (correction targets).")
+    refusable_queries: list[Alternative] = Field(default_factory=list, description="For refusable records: answerable alternatives (correction targets). Empty on a shuffled refusable record = evaluation only (an imported refusal whose item has no true span, e.g. SS-VTG's all-refusable items): evaluated for relevance, RA-IoU and explanation, correction metrics skipped, never trained on.")
     explanation: str | None = Field(None, description="Why a refusable query cannot be answered.")
     reference_answer: str = Field(description="The ideal <answer> text: 'S to E' for answerable, the explanation for refusable.")
     contrast_answer: str = Field(description="The other class's answer on the same video (for the explain reward).")
@@ -128,10 +116,10 @@ class RiqRecord(_Strict):
         else:
             if any(tuple(a.answer) != NO_SPAN for a in self.gt_answers):
                 raise ValueError("gt_answers: a refusable record's span must be [-1, -1]")
-            if not self.refusable_queries:
-                raise ValueError("refusable_queries: a refusable record needs at least one answerable alternative")
             if self.kind == "answerable":
                 raise ValueError("kind: a refusable record cannot have kind 'answerable'")
+            if not self.refusable_queries and self.kind != "shuffled":
+                raise ValueError("refusable_queries: a hard_irrelevant record needs its true query as correction target (only a shuffled refusal may have none: evaluation only)")
             for alt in self.refusable_queries:
                 for ans in alt.gt_answers:
                     s, e = ans.answer
@@ -158,6 +146,11 @@ class RiqRecord(_Strict):
         return None if self.task_type == "refusable" else tuple(self.gt_answers[0].answer)
 
     @property
+    def evaluation_only(self) -> bool:
+        """A refusable record without a correction target: evaluated, not trained on (docs/IMPORT.md)."""
+        return self.task_type == "refusable" and not self.refusable_queries
+
+    @property
     def correction_target(self) -> str | None:
         return self.refusable_queries[0].problem if self.refusable_queries else None
 
@@ -168,7 +161,7 @@ def json_schema() -> dict:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["description"] = (
         "One RIQ record (one JSON object per line of data/riq/*.jsonl). Cross-field rules "
-        "(span bounds, refusable => [-1, -1] and >= 1 alternative, unique ids, frames file) "
+        "(span bounds, refusable => [-1, -1], no alternative = evaluation only, unique ids, frames file) "
         "are enforced by pipeline.riq.schema / `rarft validate`, not by this schema."
     )
     return schema
@@ -214,6 +207,8 @@ def read_train_records(path) -> list[RiqRecord]:
     """
     records = read_riq(path)
     for rec in records:
+        if rec.evaluation_only:
+            raise InputError(f"{path}: record {rec.id!r}: refusable_queries: empty (an evaluation-only refusal has no correction target to train on; build_riq keeps these out of train.jsonl)")
         if not rec.frames_path:
             raise InputError(f"{path}: record {rec.id!r}: frames_path: missing (build_riq joins records with the frame cache)")
     if not records:

@@ -11,6 +11,7 @@ event matches it. pipeline.riq.build validates the records and splits them. See 
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, replace
 from typing import get_args
 
@@ -30,7 +31,9 @@ NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight
 ORDINALS = ("zeroth", "first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
 COUNT_EDITS = (2, 3)
 
-# Phrasings shared by both classes, so the wording never gives the label away.
+# Phrasings shared by both classes: templates, order clauses (riq.order_clause_rate) and the
+# edited facts (riq.edits) are drawn alike for answerable and refusable queries, so the
+# wording alone does not give the label away (measured: pipeline.riq.audit, docs/RIQ.md).
 # {np}: noun phrase, {vf}: finite verb, {vg}: gerund.
 TEMPLATES = (
     "{np} {vf}",
@@ -166,6 +169,76 @@ def explanation(truth: Query, asked: Query) -> str:
     return f"{NO_SEGMENT}: the video shows {_phrase(truth)}, not {_phrase(asked)}."
 
 
+# --------------------------------------------------------------------------- parsing
+_LOOK = rf"({'|'.join(SIZES)}) ({'|'.join(COLORS)}) ({'|'.join(SHAPES)})"
+_NP = re.compile(rf"(the|[a-z0-9]+) {_LOOK}(s?)")
+_OCCURRENCE = re.compile(r"(.+) for the ([a-z0-9]+) time")
+_ORDER_FIRST = re.compile(rf"(after|before) (the {_LOOK}) (.+?), (.+)")
+_ORDER_LAST = re.compile(rf"(.+) (after|before) (the {_LOOK}) (.+)")
+_MAIN = [re.compile(p) for p in (r"(.+)", r"when (.+)", r"the moment (.+)", r"(.+)", r"find the part where (.+)")]
+
+
+def _index(word: str, words: tuple[str, ...], suffix: str = "") -> int | None:
+    if word in words:
+        return words.index(word)
+    digits = word.removesuffix(suffix)
+    return int(digits) if digits.isdigit() else None
+
+
+def _clauses(text: str) -> list[tuple[Description, int, int]]:
+    """Every (description, count, occurrence) whose clause could read ``text`` ("np verb"); the round trip picks."""
+    out = []
+    for m in _NP.finditer(text):
+        if m.start() != 0 or text[m.end() : m.end() + 1] != " ":
+            continue
+        count = 0 if m.group(1) == "the" else _index(m.group(1), NUMBERS)
+        if count is None:
+            continue
+        verb, occurrence = text[m.end() + 1 :], 0
+        if (o := _OCCURRENCE.fullmatch(verb)) is not None:
+            k = _index(o.group(2), ORDINALS, "th")
+            if k is not None:
+                verb, occurrence = o.group(1), k
+        for action in ACTIONS:
+            if verb in {_verb(action, form) for form in ("finite", "plural", "gerund")}:
+                out.append((Description(m.group(3), m.group(2), m.group(4), action), count, occurrence))
+    return out
+
+
+def parse_query(text: str) -> Query | None:
+    """The :class:`Query` whose :func:`query_text` is exactly ``text``, or None (not a synthetic query).
+
+    Inverse of the rendering: every reading of the text is tried and kept only when
+    rendering it gives the text back, so a returned query is never a guess.
+    """
+    text = text.strip()
+    # (main clause, (relation, reference clause) or None, templates that render this layout)
+    readings: list[tuple[str, tuple[str, str] | None, range]] = [(text, None, range(len(TEMPLATES)))]
+    if (m := _ORDER_FIRST.fullmatch(text)) is not None:
+        readings.append((m.group(7), (m.group(1), f"{m.group(2)} {m.group(6)}"), range(1)))
+    if (m := _ORDER_LAST.fullmatch(text)) is not None:
+        readings.append((m.group(1), (m.group(2), f"{m.group(3)} {m.group(7)}"), range(1, len(TEMPLATES))))
+    for main, order_text, templates in readings:
+        orders: list[tuple[str, Description] | None] = [None]
+        if order_text is not None:
+            orders = [(order_text[0], d) for d, count, occ in _clauses(order_text[1]) if count == 0 and occ == 0]
+        for order in orders:
+            for t in templates:
+                if (m := _MAIN[t].fullmatch(main)) is None:
+                    continue
+                for subject, count, occurrence in _clauses(m.group(1)):
+                    q = Query(subject, count, order, occurrence, t)
+                    if query_text(q) == text:
+                        return q
+    return None
+
+
+def query_matches(text: str, log: VideoLog) -> bool | None:
+    """Whether the synthetic query ``text`` describes some event of ``log`` (:func:`matching_events`); None when ``text`` is not one."""
+    query = parse_query(text)
+    return None if query is None else bool(matching_events(query, log))
+
+
 # --------------------------------------------------------------------------- edits
 def _order_refs(log: VideoLog, event: Event) -> list[tuple[str, Event]]:
     """(relation that is false, reference event): events wholly after or before this one."""
@@ -174,13 +247,33 @@ def _order_refs(log: VideoLog, event: Event) -> list[tuple[str, Event]]:
     return [("after", p) for p in others if p.start >= event.end] + [("before", p) for p in others if p.end <= event.start]
 
 
-def _applicable_edits(log: VideoLog, event: Event) -> list[str]:
-    edits = ["colour", "size", "shape", "action", "count"]
-    if event.action in MOVES:
+def _true_order_refs(log: VideoLog, event: Event) -> list[tuple[str, Event]]:
+    """(relation that is true, reference event): the clauses an answerable query may carry."""
+    return [("before" if relation == "after" else "after", p) for relation, p in _order_refs(log, event)]
+
+
+def _applicable_edits(log: VideoLog, event: Event, allowed: tuple[str, ...], clause: bool) -> list[str]:
+    # "order" flips the query's own order clause, so only a query that carries one can have it edited.
+    edits = [e for e in ("colour", "size", "shape", "action", "count") if e in allowed]
+    if event.action in MOVES and "direction" in allowed:
         edits.append("direction")
-    if _order_refs(log, event):
+    if clause and "order" in allowed:
         edits.append("order")
     return edits
+
+
+def draw_clause(rng: random.Random, log: VideoLog, event: Event, rate: float) -> tuple[str, Description] | None:
+    """A true order clause for a query about ``event`` with probability ``rate`` (when one exists).
+
+    Drawn for every answerable query; its hard-irrelevant queries keep the clause (false only
+    where "order" is the edit), so the presence of an order clause, and its words, say
+    nothing about the label: only whether it holds does.
+    """
+    refs = _true_order_refs(log, event)
+    if not refs or rng.random() >= rate:
+        return None
+    relation, p = rng.choice(refs)
+    return relation, describe(log, p)
 
 
 def _draw_edits(rng: random.Random, applicable: list[str], k: int) -> list[str] | None:
@@ -217,13 +310,19 @@ def draw_values(rng: random.Random, log: VideoLog, event: Event, edits: list[str
         elif edit == "count":
             values[edit] = rng.choice(COUNT_EDITS)
         elif edit == "order":
+            # The false relation to a reference event: drawn among the events wholly before or after.
             relation, p = rng.choice(_order_refs(log, event))
             values[edit] = (relation, describe(log, p))
     return values
 
 
-def compose(log: VideoLog, event: Event, values: dict[str, object], template: int = 0) -> tuple[Query, Query]:
-    """(edited query, the truth phrased with the same slots, for the explanation)."""
+def compose(log: VideoLog, event: Event, values: dict[str, object], template: int = 0,
+            clause: tuple[str, Description] | None = None) -> tuple[Query, Query]:
+    """(edited query, the truth phrased with the same slots, for the explanation).
+
+    ``clause``: the query's true order clause (:func:`draw_clause`); kept as it is unless
+    "order" is among the edits, which replaces it with a false one.
+    """
     d = describe(log, event)
     subject = replace(
         d,
@@ -235,8 +334,8 @@ def compose(log: VideoLog, event: Event, values: dict[str, object], template: in
     count, truth_count = values.get("count", 0), 0
     if count:
         truth_count = len({e.object_id for e in matching_events(Query(d), log)})
-    order = truth_order = values.get("order")
-    if order is not None:
+    order = truth_order = values.get("order", clause)
+    if "order" in values:
         relation, ref = order
         truth_order = ("before" if relation == "after" else "after", ref)
     return Query(subject, count, order, template=template), Query(d, truth_count, truth_order)
@@ -262,12 +361,13 @@ def _spans(events: list[Event]) -> list[tuple[float, float]]:
     return sorted({(e.start, e.end) for e in events})
 
 
-def answerable_drafts(rng: random.Random, log: VideoLog, stats: dict) -> tuple[list[Draft], dict[str, Draft]]:
+def answerable_drafts(rng: random.Random, log: VideoLog, stats: dict, clause_rate: float = 0.0) -> tuple[list[Draft], dict[str, Draft]]:
     """One query per event whose only match is that event (so its span is the event)."""
     drafts: list[Draft] = []
     by_event: dict[str, Draft] = {}
     for event in log.events:
-        q = Query(describe(log, event), template=rng.randrange(len(TEMPLATES)))
+        clause = draw_clause(rng, log, event, clause_rate)
+        q = Query(describe(log, event), order=clause, template=rng.randrange(len(TEMPLATES)))
         found = matching_events(q, log)
         if found != [event]:
             # The same thing happens more than once: name the occurrence.
@@ -291,21 +391,24 @@ def hard_irrelevant_drafts(
     for event in log.events:
         if event.id not in by_event:
             continue
-        applicable = _applicable_edits(log, event)
         for difficulty, n in per_event.items():
             for _ in range(n):
                 for _ in range(params.max_redraws):
+                    # The refusal keeps its correction target's order clause (or lack of one), so the
+                    # correction is the query with the edits undone, and clauses are as common in both classes.
+                    clause = by_event[event.id].query.order
+                    applicable = _applicable_edits(log, event, tuple(params.edits), clause is not None)
                     edits = _draw_edits(rng, applicable, DIFFICULTY_EDITS[difficulty])
                     if edits is None:  # fewer applicable facts than the difficulty asks for
                         stats["gave_up"][difficulty] += 1
                         break
                     values = draw_values(rng, log, event, edits)
-                    asked, truth = compose(log, event, values, rng.randrange(len(TEMPLATES)))
+                    asked, truth = compose(log, event, values, rng.randrange(len(TEMPLATES)), clause)
                     text = query_text(asked)
                     # Each edit must be a mismatch on its own, so the explanation names only real ones.
                     if text in seen or any(
                         matching_events(q, log)
-                        for q in [asked, *(compose(log, event, {k: v})[0] for k, v in values.items())]
+                        for q in [asked, *(compose(log, event, {k: v}, clause=clause)[0] for k, v in values.items())]
                     ):
                         stats["rejected"][difficulty] += 1
                         continue

@@ -39,8 +39,18 @@ def read_profile(name: str, folder: Path = PROFILES_DIR) -> dict:
     if not path.is_file():
         raise InputError(f"profile {name!r}: no {path} (known: {', '.join(profile_names(folder))})")
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    parse_params(data, str(path))  # every key must be a params key
+    params = parse_params(data, str(path))  # every key must be a params key
+    check_lengths(params, str(path))
     return data
+
+
+def check_lengths(params: Params, source: str) -> None:
+    """Evaluation must generate at least as many tokens as a rollout may have: a completion cut
+    before its <answer> is scored wrong for both classes (docs/TRAINING.md, Profiles)."""
+    ev, tr = params.evaluate.max_new_tokens, params.train.max_completion_length
+    if ev < tr:
+        raise InputError(f"{source}: evaluate.max_new_tokens: {ev} is shorter than train.max_completion_length {tr} "
+                         "(a truncated completion has no <answer>); set evaluate.max_new_tokens >= train.max_completion_length")
 
 
 def _leaves(tree: dict, prefix: tuple = ()) -> dict[tuple, Any]:

@@ -160,6 +160,7 @@ def grpo_config(tp: TrainParams, output_dir: str | Path, reward_weights: list[fl
         output_dir=str(output_dir),
         loss_type=tp.loss_type,
         beta=tp.beta,
+        use_bias_correction_kl=tp.use_bias_correction_kl,
         bf16=tp.bf16,
         scale_rewards=tp.scale_rewards,
         temperature=tp.temperature,

@@ -21,6 +21,7 @@ from pipeline.data import decode as D
 from pipeline.data import frames as F
 from pipeline.data import sizing as S
 from pipeline.data.ffmpeg import ffmpeg_exe, ffprobe_exe
+from rotated_video import write_rotated
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,8 +51,7 @@ def videos(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("videos")
     out = {name: _make(root / f"{name}.mp4", src, extra) for name, (src, extra) in VIDEOS.items()}
     # Display-matrix rotation: decoders must hand out 120x160 portrait frames.
-    _ffmpeg("-i", str(out["synthetic_like"]), "-c", "copy", "-metadata:s:v:0", "rotate=90", str(root / "rotated.mp4"))
-    out["rotated"] = root / "rotated.mp4"
+    out["rotated"] = write_rotated(ffmpeg_exe(), out["synthetic_like"], root / "rotated.mp4", 90)
     return out
 
 

@@ -23,6 +23,7 @@ from pipeline.data.ffmpeg import ffmpeg_exe
 from pipeline.data.frames import extract_dir
 from pipeline.data.sources import read_ids, unsafe_id
 from pipeline.data.sources.http_files import PRESETS_DIR, load_manifest
+from rotated_video import write_rotated
 
 ROOT = Path(__file__).resolve().parents[2]
 DVC = str(Path(sys.executable).with_name("dvc"))
@@ -109,10 +110,9 @@ def _encode(folder: Path, spec) -> None:
     cmd = [ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=15:duration={dur}",
            *([] if rotate else extra), *codec, "-threads", "1", str(dest.with_suffix(".tmp.mp4") if rotate else dest)]
     subprocess.run(cmd, check=True, capture_output=True)
-    if rotate:  # ffmpeg 5.1 keeps a rotate tag only when stream-copying
+    if rotate:  # the display matrix is set when stream-copying (how depends on the ffmpeg version)
         tmp = dest.with_suffix(".tmp.mp4")
-        subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(tmp), "-c", "copy", "-metadata:s:v:0", "rotate=90", str(dest)],
-                       check=True, capture_output=True)
+        write_rotated(ffmpeg_exe(), tmp, dest, 90)
         tmp.unlink()
 
 

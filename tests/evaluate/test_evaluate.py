@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -14,6 +15,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli.main import app
 from pipeline.core.io import InputError, read_jsonl, write_jsonl
+from pipeline.core.prompt import parse_completion
 from pipeline.core.params import (
     FramesParams,
     Params,
@@ -131,7 +133,8 @@ def evaluated(data) -> dict:
     out.mkdir()
     (out / "params.yaml").write_text(yaml.safe_dump(params.model_dump()))
     main(["--base", str(data["base"]), "--trained", str(data["trained"]), "--riq", str(data["riq"]),
-          "--out", str(out / "eval"), "--metrics", str(out / "metrics.json"), "--params", str(out / "params.yaml")])
+          "--out", str(out / "eval"), "--metrics", str(out / "metrics.json"), "--params", str(out / "params.yaml"),
+          "--events", str(data["root"] / "raw" / "annotations.jsonl")])
     return {"out": out, "eval": out / "eval", "params": params}
 
 
@@ -160,7 +163,8 @@ def test_cli_predict_and_metrics_agree_with_the_stage(data, evaluated, tmp_path)
                               "--out", str(tmp_path / "m.json"), "--params", str(evaluated["out"] / "params.yaml")])
     assert res.exit_code == 0, res.output
     stage = json.loads((evaluated["out"] / "metrics.json").read_text())
-    assert json.loads((tmp_path / "m.json").read_text()) == stage["base"]
+    # Without the control files, the block without control/visual_gain (with them: test_cli_metrics_computes_the_controls_from_files).
+    assert json.loads((tmp_path / "m.json").read_text()) == {k: v for k, v in stage["base"].items() if k not in ("control", "visual_gain")}
 
 
 def test_metrics_json_structure(data, evaluated):
@@ -295,6 +299,9 @@ def test_set_without_videos_reports_zero_evaluable_not_a_crash(data, tmp_path, c
     assert "charades: 0 evaluable / 4 quarantined (no video)" in caplog.text
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert list(metrics) == ["base", "trained"] and metrics["base"]["n_items"] == 0
+    # Issue 17, bug 2: the metrics file says how much of the set a score covers.
+    assert metrics["base"]["coverage"] == {"records": 4, "evaluated": 0, "share_evaluated": 0.0, "skipped_no_video": 4,
+                                           "evaluation_only": 0, "correction_scored": 0}
     assert json.loads((tmp_path / "eval" / "summary.json").read_text())["skipped"] == 4
     skipped = [obj for _, obj in read_jsonl(tmp_path / "eval" / "skipped.jsonl")]
     assert [s["id"] for s in skipped] == [r.id for r in recs] and all("gone.npz not found" in s["reason"] for s in skipped)
@@ -324,3 +331,195 @@ def test_new_metrics_and_item_columns(data, evaluated):
     assert len(parquet) == len(items) and list(parquet["categories"].iloc[0]) == (
         items["categories"].iloc[0].split(";") if isinstance(items["categories"].iloc[0], str) else [])
     assert "rt_iou.mean" in (evaluated["eval"] / "report.md").read_text()
+
+
+# --------------------------------------------------------------------------- video controls
+def _logs(data) -> dict:
+    from pipeline.evaluate.controls import read_event_logs
+
+    return read_event_logs(data["root"] / "raw" / "annotations.jsonl")
+
+
+def test_blind_frames_give_the_same_video_tokens(data):
+    """Grey frames: same frame count, size, timestamps and fps, so the same grid and number of
+    <|video_pad|> tokens; the pixels carry nothing (one value per channel)."""
+    from pipeline.core.frames_cache import load_frames
+    from pipeline.evaluate.controls import GREY, blind_frames
+
+    _, processor = load_policy(data["base"])
+    rec = data["records"][0]
+    prompt = prompt_text(processor, rec.problem)
+    true, n_true = inference.VideoCache(processor).get(rec, prompt)
+    blind, n_blind = inference.VideoCache(processor, frames_fn=blind_frames).get(rec, prompt)
+    assert n_blind == n_true > 0
+    assert torch.equal(blind["video_grid_thw"], true["video_grid_thw"])
+    assert blind["pixel_values_videos"].shape == true["pixel_values_videos"].shape
+    assert torch.equal(blind["second_per_grid_ts"], true["second_per_grid_ts"])
+    # Normalised per colour channel: grey is one value per channel; the true video has many.
+    assert blind["pixel_values_videos"].unique().numel() <= 3 < true["pixel_values_videos"].unique().numel()
+    vf, grey = load_frames(rec.frames_path), blind_frames(load_frames(rec.frames_path))
+    assert grey.frames.shape == vf.frames.shape and grey.frames.dtype == np.uint8 and (grey.frames == GREY).all()
+    assert np.array_equal(grey.timestamps, vf.timestamps) and grey.meta == vf.meta
+
+
+def test_controls_stay_grouped_one_vision_pass_per_video(data, monkeypatch):
+    """Each control run reads and encodes each of its videos once, and its grouped batches
+    give what one query at a time through plain batch_inputs gives on the same (grey / donor) frames."""
+    from pipeline.core import frames_cache
+    from pipeline.evaluate.controls import assign_donors, blind_frames
+
+    model, processor = load_policy(data["base"])
+    recs = data["records"]
+    calls = {"vision": 0, "read": 0}
+    encode, read = model.get_video_features, frames_cache.load_frames
+
+    def counting_encode(*args, **kwargs):
+        calls["vision"] += 1
+        return encode(*args, **kwargs)
+
+    def counting_read(*args, **kwargs):
+        calls["read"] += 1
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(model, "get_video_features", counting_encode)
+    monkeypatch.setattr(frames_cache, "load_frames", counting_read)
+    donors = assign_donors(recs, 0, logs=_logs(data))
+    swapped = donors.records(recs)
+    runs = {"blind": (recs, blind_frames), "swapped": (swapped, None)}
+    out = {}
+    for name, (rs, fn) in runs.items():
+        calls.update(vision=0, read=0)
+        out[name] = inference.generate(model, processor, rs, batch_size=4, max_new_tokens=MAX_NEW, progress=False, frames_fn=fn)
+        n_videos = len({r.frames_path for r in rs})
+        assert n_videos >= 2 and calls == {"vision": n_videos, "read": n_videos}, (name, calls)
+    assert len(set(donors.donor.values())) == len({r.frames_path for r in swapped})
+    monkeypatch.setattr(model, "get_video_features", encode)
+    for name, (rs, fn) in runs.items():
+        single = inference.generate(model, processor, rs, batch_size=1, max_new_tokens=MAX_NEW, progress=False, grouped=False, frames_fn=fn)
+        assert out[name] == single, name
+    true = inference.generate(model, processor, recs, batch_size=4, max_new_tokens=MAX_NEW, progress=False)
+    assert out["blind"] != true, "grey frames should change some completion of the diversified model"
+
+
+def _rec(rid, video, problem, task_type="answerable"):
+    from pipeline.riq.schema import RiqRecord
+
+    refusable = task_type == "refusable"
+    return RiqRecord(id=rid, video=video, video_path=f"{video}.mp4", frames_path=f"{video}.npz", duration=10, problem=problem,
+                     task_type=task_type, kind="shuffled" if refusable else "answerable",
+                     gt_answers=[{"answer": [-1, -1] if refusable else [1, 2]}],
+                     refusable_queries=[{"problem": "x", "gt_answers": [{"answer": [1, 2]}]}] if refusable else [],
+                     reference_answer="r", contrast_answer="c", source="t")
+
+
+def test_derangement_never_keeps_a_video_nor_picks_a_donor_with_the_query(data):
+    from pipeline.core.events import VideoLog
+    from pipeline.evaluate.controls import assign_donors, normalize_query
+    from pipeline.riq.synthetic import matching_events, parse_query
+
+    # The real fixture, with its event logs: every answerable record gets another video, none of
+    # whose answerable queries is its query and none of whose events matches it; seeded.
+    recs, logs = data["records"], _logs(data)
+    donors = assign_donors(recs, 0, logs=logs)
+    answerable = [r for r in recs if r.task_type == "answerable"]
+    assert sorted(donors.donor) == sorted(r.id for r in answerable) and donors.no_donor == []
+    for r in answerable:
+        d = donors.donor[r.id]
+        assert d != r.video
+        assert normalize_query(r.problem) not in {normalize_query(x.problem) for x in recs if x.video == d and x.task_type == "answerable"}
+        assert matching_events(parse_query(r.problem), logs[d]) == [], (r.problem, d)
+        assert donors.frames[d] == next(x.frames_path for x in recs if x.video == d)
+    assert assign_donors(recs, 0, logs=logs) == donors
+
+    # Hand-made: 4 videos; the seeded cycle is a derangement (each video donates to exactly one other).
+    many = [_rec(f"{v}{i}", v, f"the small red square moves left {v}{i}") for v in "abcd" for i in range(2)]
+    for seed in range(20):
+        d = assign_donors(many, seed).donor
+        per_video = {v: {d[f"{v}{i}"] for i in range(2)} for v in "abcd"}
+        assert all(len(s) == 1 and v not in s for v, s in per_video.items())
+        assert sorted(next(iter(s)) for s in per_video.values()) == list("abcd"), seed  # a permutation
+    assert len({tuple(sorted(assign_donors(many, seed).donor.items())) for seed in range(20)}) > 1
+
+    # The same query on every other video but one: only that one can donate (text check, case/space-insensitive).
+    q = "the small red square moves left"
+    same = [_rec("a0", "a", q), _rec("b0", "b", "The  small red square moves left."), _rec("c0", "c", q + " "),
+            _rec("d0", "d", "the large blue square grows"), _rec("d1", "d", q, "refusable")]
+    for seed in range(10):
+        assert assign_donors(same, seed).donor["a0"] == "d"  # d's refusable record with the query does not count
+    # Event logs: d's text differs, but its log shows a small red square moving left -> not a donor either.
+    log = VideoLog(video_id="d", video="videos/d.mp4", duration=10, width=64, height=48, fps=10, background="black",
+                   objects=[{"id": "o1", "color": "red", "shape": "square", "size": "small"}],
+                   events=[{"id": "e1", "object_id": "o1", "action": "moves left", "start": 1, "end": 3}])
+    d = assign_donors(same, 0, logs={"d": log})
+    assert "a0" not in d.donor and "a0" in d.no_donor
+    # One video only: nobody can donate.
+    assert assign_donors([_rec("a0", "a", q)], 0).no_donor == ["a0"]
+
+
+def test_metrics_json_holds_controls_and_visual_gain(data, evaluated):
+    metrics = json.loads((evaluated["out"] / "metrics.json").read_text())
+    n_answerable = sum(r.task_type == "answerable" for r in data["records"])
+    items = pd.read_csv(evaluated["eval"] / "items.csv")
+    for name in ("base", "trained"):
+        block = metrics[name]
+        blind = block["control"]["blind"]
+        assert set(blind) == set(block) - {"control", "visual_gain", "coverage"}  # the same metric block (coverage: of the set, once)
+        assert blind["n_items"] == block["n_items"] == len(data["records"])
+        for k in ("accuracy", "f1_macro"):
+            assert block["visual_gain"]["relevance"][k] == block["relevance"][k] - blind["relevance"][k]
+        sw = block["control"]["swapped"]
+        assert set(sw) == {"n", "refusal_rate"} and sw["n"] == n_answerable
+        preds = [obj for _, obj in read_jsonl(evaluated["eval"] / f"predictions_{name}_swapped.jsonl")]
+        refused = sum(not p.relevant and p.answer is not None for p in map(parse_completion, (x["completion"] for x in preds)))
+        assert sw["refusal_rate"] == pytest.approx(refused / n_answerable)
+        assert {p["id"] for p in preds} == {r.id for r in data["records"] if r.task_type == "answerable"}
+        video = {r.id: r.video for r in data["records"]}
+        assert all(set(p) == {"id", "donor", "completion"} and p["donor"] != video[p["id"]] for p in preds)
+        blind_preds = [obj for _, obj in read_jsonl(evaluated["eval"] / f"predictions_{name}_blind.jsonl")]
+        assert [p["id"] for p in blind_preds] == [r.id for r in data["records"]]
+        # items.csv keeps the control predictions, one row per model and record as before.
+        rows = items[items["model"] == name]
+        assert rows["blind_ra_iou"].mean() == pytest.approx(blind["ra_iou"]["mean"], abs=1e-5)
+        assert rows["swapped_refused"].dropna().astype(bool).mean() == pytest.approx(sw["refusal_rate"])
+        assert rows.loc[rows["task_type"] == "refusable", "swapped_video"].isna().all()
+    summary = json.loads((evaluated["eval"] / "summary.json").read_text())
+    assert (summary["swapped"], summary["swapped_without_donor"]) == (n_answerable, 0)
+    report = (evaluated["eval"] / "report.md").read_text()
+    assert "## Video controls" in report and "| visual_gain.relevance.accuracy" in report and "| control.swapped.refusal_rate" in report
+
+
+def test_cli_metrics_computes_the_controls_from_files(data, evaluated, tmp_path):
+    """`rarft metrics` with the control prediction files reproduces each model's whole block, controls included."""
+    stage = json.loads((evaluated["out"] / "metrics.json").read_text())
+    runner = CliRunner()
+    for name in ("base", "trained"):
+        ev = evaluated["eval"]
+        res = runner.invoke(app, ["metrics", "--records", str(data["riq"]), "--predictions", str(ev / f"predictions_{name}.jsonl"),
+                                  "--blind-predictions", str(ev / f"predictions_{name}_blind.jsonl"),
+                                  "--swapped-predictions", str(ev / f"predictions_{name}_swapped.jsonl"),
+                                  "--out", str(tmp_path / f"{name}.json"), "--params", str(evaluated["out"] / "params.yaml")])
+        assert res.exit_code == 0, res.output
+        assert json.loads((tmp_path / f"{name}.json").read_text()) == stage[name]
+
+
+def test_each_control_can_be_turned_off(data, tmp_path):
+    from stages.evaluate import main
+
+    params = Params.model_validate({"evaluate": {"max_new_tokens": MAX_NEW, "max_items": 6, "controls": {"blind": False}}})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params.model_dump()))
+    main(["--base", str(data["base"]), "--trained", str(data["base"]), "--riq", str(data["riq"]), "--out", str(tmp_path / "eval"),
+          "--metrics", str(tmp_path / "m.json"), "--params", str(tmp_path / "params.yaml")])
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert set(metrics["base"]["control"]) == {"swapped"} and "visual_gain" not in metrics["base"]
+    assert not (tmp_path / "eval" / "predictions_base_blind.jsonl").exists()
+    assert (tmp_path / "eval" / "predictions_base_swapped.jsonl").exists()
+    assert "## Video controls" in (tmp_path / "eval" / "report.md").read_text()
+
+    params = Params.model_validate({"evaluate": {"max_new_tokens": MAX_NEW, "max_items": 6, "controls": {"blind": False, "swapped": False}}})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params.model_dump()))
+    main(["--base", str(data["base"]), "--trained", str(data["base"]), "--riq", str(data["riq"]), "--out", str(tmp_path / "eval2"),
+          "--metrics", str(tmp_path / "m2.json"), "--params", str(tmp_path / "params.yaml")])
+    metrics = json.loads((tmp_path / "m2.json").read_text())
+    assert "control" not in metrics["base"] and "visual_gain" not in metrics["base"]
+    assert sorted(p.name for p in (tmp_path / "eval2").glob("predictions_*")) == ["predictions_base.jsonl", "predictions_trained.jsonl"]
+    assert "## Video controls" not in (tmp_path / "eval2" / "report.md").read_text()

@@ -200,9 +200,13 @@ def test_cli_metrics_round_trip(files, tmp_path, result):
     assert res.exit_code == 0, res.output
     text = out.read_text()
     loaded = json.loads(text)
-    assert loaded == result  # same weights and thresholds as the fixture; JSON floats round-trip exactly
+    # the metrics block plus the set's coverage (issue 17); same weights and thresholds as the fixture
+    coverage = loaded.pop("coverage")
+    assert coverage == {"records": 8, "evaluated": 8, "share_evaluated": 1.0, "skipped_no_video": 0,
+                        "evaluation_only": 0, "correction_scored": 3}
+    assert loaded == result  # JSON floats round-trip exactly
     assert loaded["reward"]["total"] == pytest.approx(1.315)
-    assert text == json.dumps(loaded, indent=2, sort_keys=True, ensure_ascii=False) + "\n"  # sorted keys
+    assert text == json.dumps(json.loads(text), indent=2, sort_keys=True, ensure_ascii=False) + "\n"  # sorted keys
 
 
 def test_cli_score_round_trip(files, tmp_path):
@@ -387,3 +391,97 @@ def test_non_sbert_metrics_on_100k_items_are_fast():
     m = metrics.metrics_from_table(t, WEIGHTS)
     secs = time.perf_counter() - t0
     assert m["n_items"] == n and secs < 15, secs
+
+
+# --------------------------------------------------------------------------- video controls
+# Blind run (grey frames) of the 8 records:
+#   A1 "2 to 6" (span), A2-A5 a refusal, R1 R2 a refusal, R3 no tags.
+#   relevant: tp A1, fp 0, fn A2-A5 -> P 1, R 1/5, F1 = 2 x .2 / 1.2 = 1/3
+#   irrelevant: predicted A2 A3 A4 A5 R1 R2; tp R1 R2 = 2, fp 4, fn R3 -> P 1/3, R 2/3, F1 = 4/9
+#   accuracy A1 R1 R2 = 3/8; f1_macro (1/3 + 4/9) / 2 = 7/18
+# visual_gain: accuracy 1/2 - 3/8 = 1/8; f1_macro 8/15 - 7/18 = 13/90.
+# Swapped run of A1-A5 on video v2: refusal, span, no tags, refusal, span -> refusal_rate 2/5 (no tags is no refusal).
+REFUSE = full("No segment is relevant.")
+BLIND = [full("2 to 6"), REFUSE, REFUSE, REFUSE, REFUSE, REFUSE, REFUSE, "no tags"]
+SWAPPED = [REFUSE, full("3 to 4"), "no tags", full("Nothing here."), full("1 to 2")]
+
+
+def test_control_blocks_by_hand(result):
+    blind = metrics.item_table(RECORDS, BLIND)
+    swapped = metrics.item_table(RECORDS[:5], SWAPPED)
+    out = metrics.control_blocks(result, blind, swapped, WEIGHTS)
+    b = out["control"]["blind"]
+    assert b == metrics.compute_metrics(RECORDS, BLIND, WEIGHTS)  # the whole block, breakdowns included
+    assert (b["relevance"]["precision_relevant"], b["relevance"]["recall_relevant"], b["relevance"]["f1_relevant"]) == pytest.approx((1, 1 / 5, 1 / 3))
+    assert (b["relevance"]["precision_irrelevant"], b["relevance"]["recall_irrelevant"], b["relevance"]["f1_irrelevant"]) == pytest.approx((1 / 3, 2 / 3, 4 / 9))
+    assert (b["relevance"]["accuracy"], b["relevance"]["f1_macro"]) == pytest.approx((3 / 8, 7 / 18))
+    assert out["visual_gain"] == {"relevance": pytest.approx({"accuracy": 1 / 8, "f1_macro": 13 / 90})}
+    assert out["control"]["swapped"] == {"n": 5, "refusal_rate": pytest.approx(2 / 5)}
+    # A control that did not run leaves no key; none at all adds nothing.
+    assert set(metrics.control_blocks(result, None, swapped, WEIGHTS)) == {"control"}
+    assert set(metrics.control_blocks(result, None, swapped, WEIGHTS)["control"]) == {"swapped"}
+    assert set(metrics.control_blocks(result, blind, None, WEIGHTS)["control"]) == {"blind"}
+    assert metrics.control_blocks(result, None, None, WEIGHTS) == {}
+    # Empty swapped run: n 0, rate 0 (every key a number).
+    assert metrics.swapped_block(metrics.item_table([], [])) == {"n": 0, "refusal_rate": 0.0}
+
+
+def _control_files(tmp_path):
+    blind = tmp_path / "blind.jsonl"
+    # Another order than the records: matched by id.
+    write_jsonl(blind, [{"id": r.id, "completion": c} for r, c in reversed(list(zip(RECORDS, BLIND)))])
+    swapped = tmp_path / "swapped.jsonl"
+    write_jsonl(swapped, [{"id": r.id, "donor": "v2", "completion": c} for r, c in zip(RECORDS[:5], SWAPPED)])
+    return blind, swapped
+
+
+def test_cli_metrics_with_controls(files, tmp_path, result):
+    rec, pred, params = files
+    blind, swapped = _control_files(tmp_path)
+    out = tmp_path / "m.json"
+    res = CliRunner().invoke(app, ["metrics", "--records", str(rec), "--predictions", str(pred), "--out", str(out), "--params", str(params),
+                                   "--blind-predictions", str(blind), "--swapped-predictions", str(swapped)])
+    assert res.exit_code == 0, res.output
+    assert "visual_gain.relevance.accuracy=0.1250" in res.output and "control.swapped.refusal_rate=0.4000" in res.output
+    loaded = json.loads(out.read_text())
+    assert loaded.pop("coverage")["evaluated"] == len(RECORDS)
+    want = result | metrics.control_blocks(result, metrics.item_table(RECORDS, BLIND), metrics.item_table(RECORDS[:5], SWAPPED), WEIGHTS)
+    assert loaded == want
+    assert loaded["visual_gain"]["relevance"]["accuracy"] == pytest.approx(1 / 8)
+
+
+def test_cli_metrics_control_file_errors(files, tmp_path):
+    rec, pred, params = files
+    blind, swapped = _control_files(tmp_path)
+
+    def run(option, path):
+        return CliRunner().invoke(app, ["metrics", "--records", str(rec), "--predictions", str(pred), "--out", str(tmp_path / "o.json"), option, str(path)])
+
+    short = tmp_path / "short.jsonl"
+    write_jsonl(short, [{"id": "A1", "completion": REFUSE}])
+    res = run("--blind-predictions", short)
+    assert res.exit_code == 2 and "the blind predictions must cover exactly the records" in res.output
+    refusable = tmp_path / "refusable.jsonl"
+    write_jsonl(refusable, [{"id": "R1", "donor": "v2", "completion": REFUSE}])
+    res = run("--swapped-predictions", refusable)
+    assert res.exit_code == 2 and "refusable.jsonl:1: id 'R1': the swapped control holds answerable records only" in res.output
+    own = tmp_path / "own.jsonl"
+    write_jsonl(own, [{"id": "A1", "donor": "v1", "completion": REFUSE}])
+    res = run("--swapped-predictions", own)
+    assert res.exit_code == 2 and "field 'donor' missing or the record's own video" in res.output
+    assert not (tmp_path / "o.json").exists()
+
+
+def test_correction_metrics_skip_refusals_without_a_correction_target():
+    # Issue 17, bug 2: an evaluation-only refusal (no refusable_queries) is scored for relevance, RA-IoU
+    # and explanation; its correction similarity is NaN and left out of the correction block.
+    eval_only = _with(ref("E1", "shuffled", None, []), refusable_queries=[])
+    recs = [ref("H1", "hard_irrelevant", "hard", ["Attribute/AttributeValue"]), eval_only]
+    m = metrics.compute_metrics(recs, [full(EXPL, TARGET), full(EXPL, TARGET)], WEIGHTS)
+    # Both are correct refusals with the reference explanation: relevance and RA-IoU count both.
+    assert m["relevance"]["recall_irrelevant"] == 1.0 and m["ra_iou"]["mean"] == 1.0
+    assert m["explanation"] == pytest.approx({"sim_irrelevant": 1.0, "sim_correct_refusals": 1.0}, abs=1e-6)
+    # Correction: H1 = s(TARGET, TARGET) = 1; E1 has no target and is skipped (not counted 0).
+    assert m["correction"] == pytest.approx({"sim_irrelevant": 1.0, "sim_correct_refusals": 1.0}, abs=1e-6)
+    table = metrics.item_table(recs, [full(EXPL, TARGET), full(EXPL, TARGET)])
+    assert np.isnan(table.corr_sim[1]) and table.corr_sim[0] == pytest.approx(1.0, abs=1e-6)

@@ -23,7 +23,7 @@ from pipeline.riq.importers import (
     strip_appended_query,
     video_id,
 )
-from pipeline.riq.schema import RiqRecord
+from pipeline.riq.schema import RiqRecord, read_riq
 from pipeline.riq.validate import dataset_card, validate_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -261,8 +261,8 @@ def test_import_params_are_checked():
 
 # ----------------------------------------------------------------------------- the public sample
 @pytest.mark.parametrize(("name", "expected"), [
-    ("hi_vtg_charades.json", {"items_read": 1097, "queries_read": 2194, "written": 2165, "quarantined": 29}),
-    ("human_anno.json", {"items_read": 100, "queries_read": 200, "written": 200, "quarantined": 0}),
+    ("hi_vtg_charades.json", {"items_read": 1097, "queries_read": 2194, "written": 2165, "quarantined": 29, "evaluation_only": 0}),
+    ("human_anno.json", {"items_read": 100, "queries_read": 200, "written": 200, "quarantined": 0, "evaluation_only": 0}),
 ])
 def test_shared_release_imports_and_validates(name, expected, tmp_path):
     src = SHARED / name
@@ -276,3 +276,96 @@ def test_shared_release_imports_and_validates(name, expected, tmp_path):
     assert report["written"] + report["quarantined"] == report["queries_read"]
     result = validate_file(out)
     assert result["errors"] == [] and result["valid"] == expected["written"]
+
+
+# ----------------------------------------------------------------------------- SS-VTG (issue 17)
+def _ss(q, a="<answer>The video does not show this.</answer>", **extra):
+    return {"q": q, "a": a, "r": False, **extra}
+
+
+# SS-VTG-shaped items as the release writes them (comments: the expected outcome).
+SS_VTG = [
+    # 0: a shuffled refusal with difficulty "easy" and no c -> shuffled, difficulty None
+    _item("SSAAA", "person opens the door.", [1.0, 4.0], [
+        _ans("person opens the door.", "<answer>1.0 to 4.0</answer>"),
+        _ss("a dog runs on the beach.", difficulty="easy"),
+    ]),
+    # 1: SS-QVHighlights style: class "id", empty c, difficulty easy -> shuffled
+    _item("SSBBB", "person sits on a chair.", [2.0, 5.0], [
+        _ans("person sits on a chair."),
+        _ss("a man surfs a wave.", c=[], difficulty="easy", **{"class": "id"}),
+    ]),
+    # 2: all-refusable item (timestamp []): both refusals kept for evaluation, no correction target
+    _item("SSCCC", "a cat sleeps on a sofa.", [], [
+        _ss("a cat sleeps on a sofa.", difficulty="easy"),
+        _ss("a car drives down a road.", difficulty="easy"),
+    ]),
+    # 3: a (2, 0) item: two answerable queries, the second without its own span -> 1 written, 1 quarantined
+    _item("SSDDD", "person eats a sandwich.", [3.0, 6.0], [
+        _ans("person eats a sandwich."),
+        _ans("person drinks water.", "<answer></answer>"),
+    ]),
+]
+
+
+def test_simply_shuffled_refusals_import_as_shuffled(tmp_path):
+    # Bug 1: released SS-VTG refusals carry difficulty "easy" (and SS-QVHighlights class "id");
+    # empty categories must still decide that they are shuffled, whatever the file is called.
+    path = tmp_path / "anno.json"
+    path.write_text(json.dumps(SS_VTG[:2]), encoding="utf-8")
+    by_id = {r["id"]: r for r in import_annotations("hi-vtg", path).records}
+    for rid in ("SSAAA-i0-q1", "SSBBB-i1-q1"):
+        assert (by_id[rid]["kind"], by_id[rid]["difficulty"], by_id[rid]["categories"]) == ("shuffled", None, []), rid
+
+
+def test_ss_vtg_file_name_makes_every_refusal_shuffled(tmp_path):
+    # A refusal of an ss_vtg_* file is shuffled even where the release lists a category.
+    path = tmp_path / "ss_vtg_charades.json"
+    item = _item("SSEEE", "person opens the door.", [1.0, 4.0], [
+        _ans("person opens the door."), _ss("a dog runs.", c=["Object/ObjectExistence"], difficulty="easy")])
+    path.write_text(json.dumps([item]), encoding="utf-8")
+    rec = {r["id"]: r for r in import_annotations("hi-vtg", path).records}["SSEEE-i0-q1"]
+    assert (rec["kind"], rec["difficulty"], rec["categories"]) == ("shuffled", None, [])
+
+
+def test_ss_vtg_refusals_without_a_correction_target_are_kept_for_evaluation(tmp_path):
+    # Bug 2: an all-refusable item (timestamp []) has no correction target; its refusals are still
+    # evaluable (relevance, RA-IoU, explanation), so they are written, marked by an empty refusable_queries.
+    path = tmp_path / "ss_vtg_charades.json"
+    path.write_text(json.dumps(SS_VTG), encoding="utf-8")
+    res = import_annotations("hi-vtg", path)
+    rep = res.report
+    assert (rep["items_read"], rep["queries_read"], rep["written"], rep["quarantined"]) == (4, 8, 7, 1)
+    assert rep["evaluation_only"] == 2
+    assert rep["quarantined_by_reason"]["answerable_without_span"] == 1 and rep["quarantined_by_reason"]["bad_item"] == 0
+    assert [q["id"] for q in res.quarantine] == ["SSDDD-i3-q1"]
+    by_id = {r["id"]: r for r in res.records}
+    for rid in ("SSCCC-i2-q0", "SSCCC-i2-q1"):
+        rec = RiqRecord.model_validate(by_id[rid])
+        assert (rec.task_type, rec.kind, rec.difficulty, rec.refusable_queries, rec.correction_target) == ("refusable", "shuffled", None, [], None)
+        assert rec.explanation == rec.reference_answer == "The video does not show this."
+    assert all(by_id[r]["kind"] == "shuffled" for r in by_id if by_id[r]["task_type"] == "refusable")
+    out = tmp_path / "riq.jsonl"
+    assert CliRunner().invoke(app, ["import", "hi-vtg", str(path), "--out", str(out)]).exit_code == 0
+    assert validate_file(out)["errors"] == []
+
+
+def test_build_riq_keeps_evaluation_only_records_out_of_train(tmp_path):
+    from pipeline.riq.schema import read_train_records
+
+    imports, frames = tmp_path / "import", tmp_path / "frames"
+    imports.mkdir(), frames.mkdir()
+    (imports / "ss_vtg_charades.json").write_text(json.dumps(SS_VTG), encoding="utf-8")
+    for vid in ("SSAAA", "SSBBB", "SSCCC", "SSDDD"):
+        save_frames(frames / f"{vid}.npz", VideoFrames(np.zeros((2, 28, 28, 3), np.uint8), np.array([0.0, 1.0]), {"duration": 30.0}))
+    params = RiqParams(source="hi-vtg", import_file="ss_vtg_charades.json", generators={}, test_fraction=0.25)
+    out = tmp_path / "riq"
+    stats = build_riq(params, tmp_path / "unused.jsonl", frames, out, tmp_path / "stats.json", imports=imports)
+    train, test = (read_riq(out / f"{s}.jsonl") for s in ("train", "test"))
+    # SSCCC has nothing to train on: its video goes to test, where both refusals are evaluated.
+    assert not any(r.video == "SSCCC" for r in train)
+    assert {r.id for r in test if r.video == "SSCCC"} == {"SSCCC-i2-q0", "SSCCC-i2-q1"}
+    assert len(train) + len(test) + stats["records"]["quarantined"] == stats["records"]["in"] == 8
+    read_train_records(out / "train.jsonl")  # no evaluation-only record in train
+    with pytest.raises(InputError, match=r"record 'SSCCC-i2-q0': refusable_queries: empty"):
+        read_train_records(out / "test.jsonl")

@@ -46,7 +46,9 @@ VIDEOS = [
     ("vid_h", 20.0, [("o1", "cyan", "square", "large"), ("o2", "white", "tall bar", "small")],
      [("o1", "moves up", 1.5, 4.0), ("o2", "moves left", 9.0, 12.0), ("o2", "appears", 14.0, 15.0)]),
 ]
-PARAMS = RiqParams(hard_per_event=2, medium_per_event=2, easy_per_event=2, shuffled_per_video=2, test_fraction=0.25, seed=0)
+# Every edit on (count too, which the default leaves off), and order clauses often enough that these 8 videos show each kind.
+PARAMS = RiqParams(hard_per_event=2, medium_per_event=2, easy_per_event=2, shuffled_per_video=2, test_fraction=0.25, seed=0,
+                   edits=["colour", "size", "shape", "action", "direction", "order", "count"], order_clause_rate=0.5)
 
 
 def make_log(vid, duration, objects, events) -> VideoLog:
@@ -156,7 +158,7 @@ def edits_between(asked: dict, truth: dict) -> set[str]:
         edits.add("direction" if both_moves else "action")
     if asked["count"]:
         edits.add("count")
-    if asked["order"]:
+    if asked["order"] != truth["order"]:  # a query and its correction may share a true order clause
         edits.add("order")
     return edits
 
@@ -172,6 +174,23 @@ def test_every_refusable_query_matches_no_event(built):
         assert r["explanation"].startswith("No segment is relevant: the video shows ")
 
 
+def test_parse_query_inverts_the_rendering_and_matches_the_labels(built):
+    """parse_query reads every built query back (round trip), agrees with the independent reader
+    above, and query_matches says answerable exactly for the answerable records (the evaluate
+    swapped control relies on it); text that is no synthetic query gives None."""
+    from pipeline.riq.synthetic import parse_query, query_matches, query_text
+
+    for r in all_records(built):
+        q = parse_query(r["problem"])
+        assert q is not None and query_text(q) == r["problem"], r["problem"]
+        mine = parse(r["problem"])
+        assert (q.subject.color, q.subject.size, q.subject.shape, q.subject.action, q.count, q.occurrence) == (
+            mine["color"], mine["size"], mine["shape"], mine["action"], mine["count"], mine["occurrence"]), r["problem"]
+        assert query_matches(r["problem"], LOGS[r["video"]]) is (r["task_type"] == "answerable"), r["problem"]
+    for text in ("a person opens the door", "the small red square", "the small red circle moves left", ""):
+        assert parse_query(text) is None and query_matches(text, LOGS["vid_a"]) is None
+
+
 def test_every_answerable_span_is_its_event(built):
     answerable = [r for r in all_records(built) if r["task_type"] == "answerable"]
     named = set()
@@ -183,10 +202,12 @@ def test_every_answerable_span_is_its_event(built):
         assert r["reference_answer"] == f"{e.start:.2f} to {e.end:.2f}"
         assert (r["difficulty"], r["kind"], r["categories"]) == ("original", "answerable", [])
         named.add((r["video"], e.id))
-    # Every event is asked about, the repeated blink by its occurrence.
+    # Every event is asked about; the repeated blink is told apart by its occurrence or by a true order clause.
     assert named == {(v, e.id) for v, log in LOGS.items() for e in log.events}
-    texts = {r["problem"] for r in answerable if r["video"] == "vid_c"}
-    assert any("blinks for the second time" in t or "blinking for the second time" in t for t in texts), texts
+    blinks = [r["problem"] for r in answerable if r["video"] == "vid_c" and parse(r["problem"])["action"] == "blinks"]
+    assert len(blinks) == 2 and all(" time" in t or parse(t)["order"] for t in blinks), blinks
+    # True order clauses appear in answerable queries too, so the clause alone does not give the label away.
+    assert any(parse(r["problem"])["order"] for r in answerable)
 
 
 def test_edit_counts_and_categories_follow_the_text(built):
@@ -271,7 +292,7 @@ def test_split_is_by_video_and_seeded(built):
     assert built["stats"]["videos"] == {"in": 8, "quarantined": 0, "test": 2, "train": 6}
     assert built["stats"]["source"]["videos_without_queries"] == 0
     # The same keys as an imported build's stats (tests/riq/test_import.py).
-    assert sorted(built["stats"]) == ["quarantined", "records", "source", "splits", "videos"]
+    assert sorted(built["stats"]) == ["audit", "quarantined", "records", "source", "splits", "videos"]
     assert sorted(built["stats"]["records"]) == ["generated", "in", "quarantined", "test", "train"]
     assert built["stats"]["source"]["kind"] == "synthetic"
 
@@ -379,7 +400,7 @@ def _refusable(recs):
         ("empty_query", "problem: query is empty"),
         ("unknown_category", "categories.0: unknown value 'Object/Teleport'"),
         ("refusable_with_span", "gt_answers: a refusable record's span must be [-1, -1]"),
-        ("refusable_without_alternative", "refusable_queries: a refusable record needs at least one answerable alternative"),
+        ("refusable_without_alternative", "refusable_queries: a hard_irrelevant record needs its true query as correction target"),
         ("unsafe_video", "video: must be a safe file name"),
         ("missing_field", "reference_answer: missing"),
     ],

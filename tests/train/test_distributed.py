@@ -114,7 +114,9 @@ def test_profile_switch_writes_values_into_params_yaml_and_back(tmp_path):
     assert (gpu.train.learning_rate, gpu.train.launch.num_processes, gpu.train.launch.deepspeed) == (5e-7, 8, "zero3")
     assert gpu.frames.total_pixels == 3584 * 28 * 28 and gpu.train.freeze_vision_tower and gpu.train.bf16
     assert changed["train.learning_rate"] == (Params().train.learning_rate, 5e-7)
-    assert gpu.evaluate == load_params(ROOT / "params.yaml").evaluate  # keys no profile lists are kept
+    assert gpu.evaluate.max_new_tokens == 512  # evaluation as long as training (issue 17, bug 3)
+    # keys no profile lists are kept
+    assert gpu.evaluate.model_copy(update={"max_new_tokens": 128}) == load_params(ROOT / "params.yaml").evaluate
     apply_profile("cpu", p)
     assert p.read_text() == original  # every key is back to its default, in the same order
     with pytest.raises(InputError, match="profile 'gpu9'"):
@@ -186,3 +188,69 @@ def test_zero3_single_process_on_cpu(chain, tmp_path):
     assert sum(p.numel() for p in model.parameters()) > 10_000
     assert [s for s, _ in curve(chain / "zero3_live", "reward")] == [1, 2]
     assert json.loads((chain / "zero3_live" / "metrics.json").read_text())["step"] == 2
+
+
+# --------------------------------------------------------------------------- issue 17
+def test_every_profile_evaluates_at_least_as_long_as_it_trains():
+    # Bug 3: a completion cut at evaluate.max_new_tokens has no <answer> and is wrong for both classes.
+    from pipeline.core.params import parse_params
+    from pipeline.train.profiles import profile_names, read_profile
+
+    for name in profile_names():
+        p = parse_params(read_profile(name))
+        assert p.evaluate.max_new_tokens >= p.train.max_completion_length, name
+
+
+def test_a_profile_that_evaluates_shorter_than_it_trains_is_refused(tmp_path):
+    from pipeline.train.profiles import apply_profile, read_profile
+
+    (tmp_path / "short.yaml").write_text("train:\n  max_completion_length: 512\nevaluate:\n  max_new_tokens: 256\n")
+    with pytest.raises(InputError, match=r"short.yaml: evaluate.max_new_tokens: 256 is shorter than train.max_completion_length 512"):
+        read_profile("short", tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "unset.yaml").write_text("train:\n  max_completion_length: 512\n")  # evaluation left at the default 128
+    with pytest.raises(InputError, match=r"unset.yaml: evaluate.max_new_tokens: 128 is shorter"):
+        apply_profile("unset", tmp_path / "params.yaml", other)
+    assert not (tmp_path / "params.yaml").exists()
+
+
+def test_use_bias_correction_kl_is_set_from_params():
+    # Bug 4: TRL 1.16 defaults use_bias_correction_kl to True (it changes the KL gradient); it is a param now.
+    from pipeline.core.params import TrainParams
+    from pipeline.train.run import grpo_config
+
+    tp = TrainParams()
+    assert tp.use_bias_correction_kl is True  # TRL 1.16's default: today's runs unchanged
+    assert grpo_config(tp, "unused", [1.0] * 4).use_bias_correction_kl is True
+    off = TrainParams(use_bias_correction_kl=False)
+    assert grpo_config(off, "unused", [1.0] * 4).use_bias_correction_kl is False
+    assert yaml.safe_load((ROOT / "params.yaml").read_text())["train"]["use_bias_correction_kl"] is True
+
+
+def test_gpu8_official_profile_renders_the_official_launch(tmp_path):
+    # `rarft profile gpu8-official` writes the official script's values; the stage's dry run renders the launch.
+    from typer.testing import CliRunner
+
+    from pipeline.cli.main import app
+
+    p = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", p)
+    res = CliRunner().invoke(app, ["profile", "gpu8-official", "--params", str(p)])
+    assert res.exit_code == 0, res.output
+    assert "train.num_generations: 4 -> 8" in res.output and "train.loss_type: 'grpo' -> 'bnpo'" in res.output
+    t, params = load_params(p).train, load_params(p)
+    assert (params.profile, params.model.hub_id, params.frames.min_pixels, params.evaluate.max_new_tokens) == ("gpu8-official", "Time-R1-7B", 16 * 28 * 28, 512)
+    assert (t.learning_rate, t.lr_scheduler_type, t.num_generations, t.num_train_epochs, t.max_completion_length) == (1e-6, "linear", 8, 3.0, 200)
+    assert (t.loss_type, t.use_bias_correction_kl, t.launch.deepspeed, t.launch.num_processes) == ("bnpo", False, "zero3_offload", 8)
+    cmd = _dry_run(p)
+    assert cmd[:2] == ["accelerate", "launch"] and _flag(cmd, "--num_processes") == "8"
+    assert _flag(cmd, "--deepspeed_config_file") == "configs/deepspeed/zero3_offload.json"
+    assert _flag(cmd[cmd.index("-m"):], "--params") == str(p)
+    # The GRPO config the launched processes build carries the official loss and schedule.
+    from pipeline.train.run import grpo_config
+
+    # (one process without a GPU here: 8 completions on it, bf16 off, no DeepSpeed)
+    one = {"bf16": False, "per_device_train_batch_size": 8, "launch": t.launch.model_copy(update={"deepspeed": "none"})}
+    cfg = grpo_config(t.model_copy(update=one), tmp_path / "o", [1.0] * 4)
+    assert (cfg.loss_type, getattr(cfg.lr_scheduler_type, "value", cfg.lr_scheduler_type), cfg.learning_rate, cfg.num_generations, cfg.use_bias_correction_kl) == ("bnpo", "linear", 1e-6, 8, False)

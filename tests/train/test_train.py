@@ -257,16 +257,8 @@ def test_trainer_config_is_explicit(run):
 # checkpoints and resume in tests/train/test_resume.py.
 
 
-def test_loss_logprobs_equal_a_plain_one_sample_forward(run):
-    """GRPO must score the tokens it sampled under the distribution it sampled them from.
-
-    The trainer's log-prob forward sees TRL's layout (left-padded prompts, right-padded completions,
-    several videos in one batch); a plain forward of one unpadded prompt+completion is the reference.
-    A wrong position, token-type id or video in the batched path changes the numbers, not the shapes.
-    """
-    trainer, _, _ = run
-    trainer.model.eval()
-    # Two prompts of different token lengths, so TRL left-pads one of them.
+def _two_prompt_lengths(trainer) -> list[dict]:
+    """Dataset rows (num_generations of each) with prompts of two token lengths, so TRL left-pads one of them."""
     from pipeline.model.video_inputs import batch_inputs
 
     rows, counts = [], set()
@@ -276,8 +268,20 @@ def test_loss_logprobs_equal_a_plain_one_sample_forward(run):
             counts.add(n)
             rows += [row] * trainer.num_generations
         if len(counts) == 2:
-            break
-    out = trainer._generate_and_score_completions(rows)
+            return rows
+    raise AssertionError("the fixture's prompts all have the same length")
+
+
+def test_loss_logprobs_equal_a_plain_one_sample_forward(run):
+    """GRPO must score the tokens it sampled under the distribution it sampled them from.
+
+    The trainer's log-prob forward sees TRL's layout (left-padded prompts, right-padded completions,
+    several videos in one batch); a plain forward of one unpadded prompt+completion is the reference.
+    A wrong position, token-type id or video in the batched path changes the numbers, not the shapes.
+    """
+    trainer, _, _ = run
+    trainer.model.eval()
+    out = trainer._generate_and_score_completions(_two_prompt_lengths(trainer))
     prompt, completion = out["prompt_ids"], out["completion_ids"]
     assert (out["prompt_mask"] == 0).any(), "the batch should hold prompts of different lengths"
     trainer._video = out["video_inputs"]
@@ -308,3 +312,41 @@ def test_loss_logprobs_equal_a_plain_one_sample_forward(run):
         torch.testing.assert_close(logps[i, : len(c)], expected, atol=5e-6, rtol=0)
         worst_flat = max(worst_flat, (logp() - expected).abs().max().item())
     assert worst_flat > 1e-5, f"1-D positions change log-probs by only {worst_flat:.1e}: the test cannot tell layouts apart"
+
+
+def test_logprob_forward_positions_follow_qwens_rule(run):
+    """The 3-D positions of the GRPO log-prob forward (TRL's [pad.. prompt | completion ..pad] layout,
+    several videos per batch) are Qwen's, token for token: the completion continues after the prompt, and
+    the prompt's text after the video starts after the video's last time step (tests/rope_reference.py;
+    transformers 5.24 alone puts it max(h, w) past the video's start, see pipeline/model/rope.py)."""
+    from rope_reference import assert_positions, reference_positions
+
+    trainer, _, _ = run
+    trainer.model.eval()
+    out = trainer._generate_and_score_completions(_two_prompt_lengths(trainer))
+    ids = torch.cat([out["prompt_ids"], out["completion_ids"]], 1)
+    mask = torch.cat([out["prompt_mask"], out["completion_mask"]], 1)
+    seen = []
+    handle = trainer.model.model.language_model.register_forward_pre_hook(
+        lambda _m, _a, kwargs: seen.append(kwargs["position_ids"]), with_kwargs=True)
+    trainer._video = out["video_inputs"]
+    try:
+        with torch.no_grad():
+            trainer._get_per_token_logps_and_entropies(trainer.model, ids, mask, out["completion_ids"].size(1),
+                                                       batch_size=ids.size(0))
+    finally:
+        trainer._video = None
+        handle.remove()
+    (pos,) = seen
+    vc, video_id = trainer.model.config.vision_config, trainer.model.config.video_token_id
+    for i, video in enumerate(out["video_inputs"]):
+        keep = mask[i].bool()
+        row = ids[i][keep].tolist()
+        grid, seconds = video["video_grid_thw"][0].tolist(), video["second_per_grid_ts"][0].item()
+        want = torch.tensor(reference_positions(row, video_id, [grid], [seconds], vc.tokens_per_second,
+                                                vc.spatial_merge_size)).T
+        assert_positions(pos[:, i, keep], want, f"log-prob forward, row {i} (grid {grid}, {seconds} s per grid)")
+        # The fixture's videos last longer than they are wide, so the two rules differ here.
+        after = max(j for j, t in enumerate(row) if t == video_id) + 1
+        start = int(want[0, row.index(video_id)])
+        assert int(want[0, after]) > start + max(grid[1:]) // vc.spatial_merge_size

@@ -6,10 +6,19 @@ complete. Ids of the QVHighlights form ``{youtube_id}_{start}_{end}`` are cut to
 that clip (``download_ranges``; needs ffmpeg) when ``youtube.clips``. A video
 that is gone (404, private, removed) is recorded with yt-dlp's reason; the
 others continue. An id already in ``videos/`` is skipped.
+
+ffmpeg is :func:`pipeline.data.ffmpeg.ffmpeg_exe` (the system one, else the
+imageio-ffmpeg binary). yt-dlp reads the ``ffmpeg_location`` option only for its
+post-processors; whether its ffmpeg *downloader* (the one that cuts clips) is
+available is decided from a context variable that only its command line sets, or
+else from ``ffmpeg`` on PATH (yt-dlp issue #2191), so ``fetch_one`` sets it too.
+No ffprobe is needed: yt-dlp uses it for chapters, thumbnails and metadata
+post-processors, none of which run here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import time
@@ -71,6 +80,25 @@ def ydl_options(p: YoutubeParams, item: IdItem, tmp: Path) -> dict:
     return opts
 
 
+@contextlib.contextmanager
+def _ffmpeg_location(location: str):
+    """Point yt-dlp's ffmpeg-downloader check at ``location`` (what ``--ffmpeg-location`` does on its CLI).
+
+    A context variable: set per call, in the worker thread that downloads, and reset after.
+    """
+    from yt_dlp.postprocessor.ffmpeg import FFmpegPostProcessor
+
+    var = getattr(FFmpegPostProcessor, "_ffmpeg_location", None)
+    if var is None:  # another yt-dlp: clips then need ffmpeg on PATH (tests/data/test_ingest_faults.py fails)
+        yield
+        return
+    token = var.set(location)
+    try:
+        yield
+    finally:
+        var.reset(token)
+
+
 def fetch_one(p: YoutubeParams, item: IdItem, videos: Path, partial: Path) -> Path:
     """Download one video into ``videos/<id><ext>``; raise RuntimeError(reason, status) when it cannot."""
     import yt_dlp
@@ -78,8 +106,9 @@ def fetch_one(p: YoutubeParams, item: IdItem, videos: Path, partial: Path) -> Pa
     tmp = partial / item.id
     tmp.mkdir(parents=True, exist_ok=True)
     url = p.url_template.format(youtube_id=item.youtube_id, id=item.id)
+    opts = ydl_options(p, item, tmp)
     try:
-        with yt_dlp.YoutubeDL(ydl_options(p, item, tmp)) as ydl:
+        with _ffmpeg_location(opts["ffmpeg_location"]), yt_dlp.YoutubeDL(opts) as ydl:
             ydl.download([url])
     except yt_dlp.utils.DownloadError as exc:
         msg = _ANSI.sub("", str(exc)).removeprefix("ERROR: ").strip()
