@@ -47,16 +47,23 @@ def metrics_cmd(
     partial: bool = typer.Option(False, "--partial", help="Score only the records that have a prediction (default: every record must have one)."),
     blind_predictions: str | None = typer.Option(None, "--blind-predictions", help="The blind control's predictions (predictions_<model>_blind.jsonl), one per scored record: adds control.blind and visual_gain."),
     swapped_predictions: str | None = typer.Option(None, "--swapped-predictions", help='The swapped control\'s predictions (predictions_<model>_swapped.jsonl: {"id", "donor", "completion"}): adds control.swapped.'),
+    protocol: str | None = typer.Option(None, "--protocol", help="'rarft' (default: evaluate.protocol of --params, else rarft) or 'official': also the 'official' block (first <answer> after removing <think>, R@k in percent, all-mpnet-base-v2 explanation similarity from $RARFT_MPNET_PATH or skipped); docs/METRICS.md."),
 ):
     """Compute the metrics block of a prediction file (with its video controls when given)."""
-    from pipeline.core.io import write_json
+    from pipeline.core.io import InputError, write_json
     from pipeline.core.params import Params, load_params
     from pipeline.evaluate.metrics import metrics_from_files
+    from pipeline.evaluate.official import PROTOCOLS, official_from_files
 
     weights, thresholds = _reward_settings(params)
-    threshold_op = (load_params(params) if params else Params()).evaluate.threshold_op
+    ev = (load_params(params) if params else Params()).evaluate
+    threshold_op, protocol = ev.threshold_op, protocol or ev.protocol
+    if protocol not in PROTOCOLS:
+        raise InputError(f"--protocol: {protocol!r} is not one of {PROTOCOLS}")
     result = metrics_from_files(records, predictions, weights, thresholds, threshold_op, partial=partial,
                                 blind_path=blind_predictions, swapped_path=swapped_predictions)
+    if protocol == "official":
+        result["official"] = official_from_files(records, predictions, thresholds, threshold_op, partial=partial)
     write_json(out, result)
     extra = ""
     if "visual_gain" in result:

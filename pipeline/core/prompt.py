@@ -126,3 +126,27 @@ def parse_completion(text) -> Parsed:
         correction=_last("correction", text),
         span=parse_span(answer),
     )
+
+
+# --------------------------------------------------------------------------- the official evaluator's parsing
+_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL)
+
+
+def _first(tag: str, text: str) -> str | None:
+    m = re.search(rf"<{tag}>(.*?)</{tag}>", text, re.DOTALL)
+    return m.group(1).strip() if m else None
+
+
+def think_text(text) -> str:
+    """The first ``<think>`` block's text ('' without one)."""
+    return _first("think", completion_text(text)) or ""
+
+
+def parse_completion_official(text) -> Parsed:
+    """Parse as the official evaluator does (``evaluate.protocol: official``, docs/METRICS.md): every
+    ``<think>...</think>`` block is removed first, then the FIRST ``<answer>`` (and first ``<correction>``)
+    is taken. :func:`parse_completion`, the default, takes the LAST tag of the whole text, think included."""
+    text = completion_text(text)
+    body = _THINK_BLOCK.sub("", text)
+    answer = _first("answer", body)
+    return Parsed(well_formed=is_well_formed(text), answer=answer, correction=_first("correction", body), span=parse_span(answer))

@@ -16,7 +16,7 @@ import numpy as np
 
 from pipeline.core import sbert
 from pipeline.core.io import InputError, read_jsonl
-from pipeline.core.prompt import parse_completion
+from pipeline.core.prompt import Parsed, parse_completion
 from pipeline.riq import categorize
 from pipeline.riq.schema import RiqRecord, read_riq  # noqa: F401  (read_riq: re-exported for callers)
 from pipeline.train import rewards
@@ -78,15 +78,9 @@ class ItemTable:
 ARRAY_COLUMNS = ("answerable", "has_answer", "pred_relevant", "pred_start", "pred_end", "iou", "ra_iou", "expl_sim", "corr_sim", "rt_iou")
 
 
-def item_table(records: Sequence[RiqRecord], completions: Sequence, pred_categories: Sequence[Sequence[str]] | None = None) -> ItemTable:
-    """Parse every completion once and compute IoU, RA-IoU, all rewards and the refusal-quality columns.
-
-    ``pred_categories``: the categories of each prediction from elsewhere (the judge);
-    by default :mod:`pipeline.riq.categorize` derives them from each refusal's text.
-    """
-    if len(records) != len(completions):
-        raise ValueError(f"{len(records)} records but {len(completions)} completions")
-    parsed = [parse_completion(c) for c in completions]
+def span_columns(records: Sequence[RiqRecord], parsed: Sequence[Parsed]) -> dict[str, np.ndarray]:
+    """The classification and grounding columns of an :class:`ItemTable` from parsed completions
+    (whichever parser produced them: the official protocol parses its own way, pipeline/evaluate/official.py)."""
     answerable = np.array([r.task_type == "answerable" for r in records], dtype=bool)
     has_answer = np.array([p.answer is not None for p in parsed], dtype=bool)
     ps, pe = rewards.span_arrays(parsed)
@@ -97,6 +91,23 @@ def item_table(records: Sequence[RiqRecord], completions: Sequence, pred_categor
     iou = np.where(answerable, iou, 0.0)
     correct_refusal = ~answerable & has_answer & ~pred_relevant
     ra_iou = np.where(answerable & pred_relevant, iou, np.where(correct_refusal, 1.0, 0.0))
+    return {"answerable": answerable, "has_answer": has_answer, "pred_relevant": pred_relevant,
+            "pred_start": ps, "pred_end": pe, "iou": iou, "ra_iou": ra_iou}
+
+
+def item_table(records: Sequence[RiqRecord], completions: Sequence, pred_categories: Sequence[Sequence[str]] | None = None) -> ItemTable:
+    """Parse every completion once and compute IoU, RA-IoU, all rewards and the refusal-quality columns.
+
+    ``pred_categories``: the categories of each prediction from elsewhere (the judge);
+    by default :mod:`pipeline.riq.categorize` derives them from each refusal's text.
+    """
+    if len(records) != len(completions):
+        raise ValueError(f"{len(records)} records but {len(completions)} completions")
+    parsed = [parse_completion(c) for c in completions]
+    cols = span_columns(records, parsed)
+    answerable, has_answer, pred_relevant = cols["answerable"], cols["has_answer"], cols["pred_relevant"]
+    ps, pe, iou, ra_iou = cols["pred_start"], cols["pred_end"], cols["iou"], cols["ra_iou"]
+    correct_refusal = ~answerable & has_answer & ~pred_relevant
     rew = rewards.reward_arrays(records, parsed)
     refused = np.flatnonzero(correct_refusal)
 

@@ -31,6 +31,7 @@ from pipeline.core.params import Params
 from pipeline.evaluate import metrics as M
 from pipeline.evaluate.controls import assign_donors, blind_frames, read_event_logs
 from pipeline.evaluate.inference import predict_runs
+from pipeline.evaluate.official import official_metrics
 from pipeline.evaluate.plots import write_plots, write_report
 from pipeline.riq.schema import RiqRecord
 from pipeline.train import rewards
@@ -103,9 +104,11 @@ def add_control_columns(rows: list[dict], blind: M.ItemTable | None, swapped: M.
 
 
 def score(records: Sequence[RiqRecord], completions: Mapping[str, Sequence[str]], weights: Mapping[str, float],
-          thresholds: Sequence[float], threshold_op: str = ">=", controls: Controls | None = None) -> tuple[dict, pd.DataFrame]:
+          thresholds: Sequence[float], threshold_op: str = ">=", controls: Controls | None = None,
+          protocol: str = "rarft") -> tuple[dict, pd.DataFrame]:
     """Metrics per model and the per-item table (completions: model name -> one per record, in order);
-    with ``controls``, each model's block gains ``control`` and ``visual_gain`` (metrics.control_blocks)."""
+    with ``controls``, each model's block gains ``control`` and ``visual_gain`` (metrics.control_blocks);
+    with ``protocol`` 'official', an ``official`` block beside the default one (pipeline/evaluate/official.py)."""
     controls = controls or Controls()
     results, rows = {}, []
     for name, comps in completions.items():
@@ -114,6 +117,8 @@ def score(records: Sequence[RiqRecord], completions: Mapping[str, Sequence[str]]
         blind = None if controls.blind is None else M.item_table(records, controls.blind[name])
         swapped = None if controls.swapped is None else M.item_table(controls.swapped_records, controls.swapped[name])
         results[name] |= M.control_blocks(results[name], blind, swapped, weights, thresholds, threshold_op)
+        if protocol == "official":
+            results[name]["official"] = official_metrics(records, comps, thresholds, threshold_op)
         model_rows = item_rows(name, table, weights)
         add_control_columns(model_rows, blind, swapped, controls.donor)
         rows += model_rows
@@ -221,7 +226,7 @@ def evaluate(
                         ({"id": p["id"], "donor": controls.donor[p["id"]], "completion": p["completion"]} for p in preds["swapped"]))
             controls.swapped[name] = [p["completion"] for p in preds["swapped"]]
 
-    results, items = score(records, completions, dict(params.train.reward_weights), ev.iou_thresholds, ev.threshold_op, controls)
+    results, items = score(records, completions, dict(params.train.reward_weights), ev.iou_thresholds, ev.threshold_op, controls, ev.protocol)
     for block in results.values():
         block["coverage"] = M.coverage(summary["records"], records, summary["skipped"])
     if ev.judge and records:

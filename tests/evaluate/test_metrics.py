@@ -24,7 +24,9 @@ from typer.testing import CliRunner
 
 from pipeline.cli.main import app
 from pipeline.core.io import write_jsonl
-from pipeline.evaluate import metrics
+from pipeline.core.prompt import parse_completion, parse_completion_official
+from pipeline.evaluate import metrics, official
+from pipeline.evaluate.run import score
 from pipeline.riq.schema import RiqRecord
 from pipeline.train import rewards
 
@@ -485,3 +487,109 @@ def test_correction_metrics_skip_refusals_without_a_correction_target():
     assert m["correction"] == pytest.approx({"sim_irrelevant": 1.0, "sim_correct_refusals": 1.0}, abs=1e-6)
     table = metrics.item_table(recs, [full(EXPL, TARGET), full(EXPL, TARGET)])
     assert np.isnan(table.corr_sim[1]) and table.corr_sim[0] == pytest.approx(1.0, abs=1e-6)
+
+
+# --------------------------------------------------------------------------- evaluate.protocol: official (issue #17)
+# A1: the think holds an answer-like span, then two answers: official takes "4 to 8" (IoU with [2,6] = 2/6 = 1/3),
+#     the default takes the last, "2 to 6" (IoU 1).
+# A2: one answer, "14 to 20": IoU 0.6 under both.
+# R1: a span inside the think, then a refusal: a correct refusal under both (the default's last answer is the refusal).
+# R2: a refusal, then a span: official takes the refusal (correct), the default the span (wrong).
+OFF_RECORDS = [ans("A1", [2, 6]), ans("A2", [10, 20]),
+               ref("R1", "hard_irrelevant", "hard", ["Attribute/AttributeValue"]), ref("R2", "shuffled", None, [])]
+OFF_COMPLETIONS = [
+    "<think>I see <answer>2 to 6</answer></think><answer>4 to 8</answer><answer>2 to 6</answer><correction>NIL</correction>",
+    full("14 to 20"),
+    f"<think>It might be <answer>5 to 9</answer></think><answer>{EXPL}</answer><correction>{TARGET}</correction>",
+    f"<think>I watch.</think><answer>No segment is relevant.</answer><answer>5 to 9</answer><correction>{TARGET}</correction>",
+]
+
+
+def test_official_parser_takes_first_answer_outside_think():
+    a1, r1, r2 = OFF_COMPLETIONS[0], OFF_COMPLETIONS[2], OFF_COMPLETIONS[3]
+    assert parse_completion(a1).span == (2.0, 6.0) and parse_completion_official(a1).span == (4.0, 8.0)
+    assert parse_completion(r2).span == (5.0, 9.0) and parse_completion_official(r2).answer == "No segment is relevant."
+    assert parse_completion_official(r1).answer == EXPL and parse_completion_official(r1).span is None
+    # An answer only inside the think is no answer at all for the official parser (the default finds it).
+    only_think = "<think><answer>3 to 4</answer></think>"
+    assert parse_completion(only_think).span == (3.0, 4.0) and parse_completion_official(only_think).answer is None
+
+
+NO_MPNET = "skip: test"
+
+
+def test_official_block_by_hand():
+    o = official.official_metrics(OFF_RECORDS, OFF_COMPLETIONS, encoder=NO_MPNET)
+    # RA-IoU: A1 1/3, A2 .6, R1 1, R2 1 -> mean (1/3 + .6 + 2) / 4 = 11/15; R@k in percent:
+    # >=.3: 4/4 = 100; >=.5: A2 R1 R2 = 75; >=.7: R1 R2 = 50
+    assert o["ra_iou"] == pytest.approx({"mean": 11 / 15, "r@0.3": 100.0, "r@0.5": 75.0, "r@0.7": 50.0})
+    # grounding: IoU 1/3, .6 -> mIoU 7/15 (a fraction, not a percent); >=.3: 100; >=.5: 50; >=.7: 0
+    assert o["grounding"] == pytest.approx({"miou": 7 / 15, "r@0.3": 100.0, "r@0.5": 50.0, "r@0.7": 0.0})
+    assert o["relevance"]["accuracy"] == 1.0 and o["relevance"]["f1_macro"] == 1.0
+    assert (o["n_items"], o["n_answerable"], o["n_refusable"]) == (4, 2, 2)
+    assert o["conventions"]["recall_unit"] == "percent" and o["conventions"]["judge_steps"] == "not implemented"
+    # Label-weighted mean (n_ans x mean_ans + n_ref x mean_ref) / n = (2 x 7/15 + 2 x 1) / 4 = 11/15: the plain mean.
+    assert (2 * (7 / 15) + 2 * 1.0) / 4 == pytest.approx(o["ra_iou"]["mean"])
+    # The default block of the same completions differs where the parse does: A1 IoU 1, R2 a wrong span.
+    d = metrics.compute_metrics(OFF_RECORDS, OFF_COMPLETIONS, WEIGHTS)
+    assert d["ra_iou"] == pytest.approx({"mean": 2.6 / 4, "r@0.3": 3 / 4, "r@0.5": 3 / 4, "r@0.7": 2 / 4})
+
+
+def test_label_weighted_mean_is_the_plain_mean():
+    # On the 8-item set: answerable RA-IoU 1, .6, .4, 0, 0 (mean 2/5), refusable 1, 0, 0 (mean 1/3):
+    # (5 x 2/5 + 3 x 1/3) / 8 = 3/8 = ra_iou.mean; accuracy: (5 x 3/5 + 3 x 1/3) / 8 = 1/2.
+    o = official.official_metrics(RECORDS, COMPLETIONS, encoder=NO_MPNET)
+    assert o["ra_iou"]["mean"] == pytest.approx((5 * 2 / 5 + 3 * 1 / 3) / 8) == pytest.approx(3 / 8)
+    assert o["relevance"]["accuracy"] == pytest.approx((5 * 3 / 5 + 3 * 1 / 3) / 8)
+
+
+def test_official_explanation_clips_cosine_over_think_and_answer():
+    seen: list[str] = []
+
+    def encoder(texts):
+        seen.extend(texts)
+        # reference -> (1, 0); a text with R1's think -> cos .6; anything else -> cos -1 (clipped to 0, not (cos+1)/2 = 0)
+        return np.array([[1.0, 0.0] if t == EXPL else [0.6, 0.8] if t.startswith("It might be") else [-1.0, 0.0] for t in texts])
+
+    o = official.official_metrics(OFF_RECORDS, OFF_COMPLETIONS, encoder=encoder)
+    assert f"It might be <answer>5 to 9</answer> {EXPL}" in seen  # think + answer text
+    assert "I watch. No segment is relevant." in seen
+    assert o["explanation"] == pytest.approx({"sim_irrelevant": 0.3, "sim_correct_refusals": 0.3})  # (.6 + 0) / 2
+
+
+def test_official_explanation_without_mpnet_is_skipped_with_the_reason(monkeypatch, tmp_path):
+    monkeypatch.delenv(official.MPNET_ENV, raising=False)
+    o = official.official_metrics(OFF_RECORDS, OFF_COMPLETIONS)
+    assert set(o["explanation"]) == {"skipped"}
+    assert "all-mpnet-base-v2 is not available offline" in o["explanation"]["skipped"]
+    assert "RARFT_MPNET_PATH" in o["explanation"]["skipped"]
+    monkeypatch.setenv(official.MPNET_ENV, str(tmp_path / "nowhere"))
+    assert "nowhere is not a folder" in official.official_metrics(OFF_RECORDS, OFF_COMPLETIONS)["explanation"]["skipped"]
+
+
+def test_default_protocol_block_is_unchanged(monkeypatch):
+    monkeypatch.delenv(official.MPNET_ENV, raising=False)
+    comps = {"m": COMPLETIONS}
+    default, items = score(RECORDS, comps, WEIGHTS, [0.3, 0.5, 0.7])
+    with_official, items_o = score(RECORDS, comps, WEIGHTS, [0.3, 0.5, 0.7], protocol="official")
+    assert "official" not in default["m"] and "official" in with_official["m"]
+    dump = lambda d: json.dumps(d, sort_keys=True)  # noqa: E731
+    assert dump(default["m"]) == dump({k: v for k, v in with_official["m"].items() if k != "official"})
+    assert dump(default["m"]) == dump(metrics.compute_metrics(RECORDS, COMPLETIONS, WEIGHTS))
+    assert items.equals(items_o)
+
+
+def test_cli_metrics_protocol_official(files, tmp_path, monkeypatch):
+    monkeypatch.delenv(official.MPNET_ENV, raising=False)
+    rec, pred, params = files
+    base = ["metrics", "--records", str(rec), "--predictions", str(pred), "--params", str(params)]
+    res = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "d.json")])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "o.json"), "--protocol", "official"])
+    assert res.exit_code == 0, res.output
+    d, o = (json.loads((tmp_path / f).read_text()) for f in ("d.json", "o.json"))
+    assert "official" not in d and {k: v for k, v in o.items() if k != "official"} == d
+    assert o["official"]["ra_iou"]["r@0.3"] == pytest.approx(50.0)  # 4 of 8 items
+    assert "skipped" in o["official"]["explanation"]
+    res = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "x.json"), "--protocol", "paper"])
+    assert res.exit_code != 0 and "--protocol" in res.output
