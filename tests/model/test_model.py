@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from video_fixtures import make_frames
 
 from pipeline.core.frames_cache import VideoFrames, load_frames, save_frames
 from pipeline.core.io import InputError
@@ -50,13 +51,6 @@ TINY = TinyModelParams(hidden_size=32, num_hidden_layers=1, num_attention_heads=
                        intermediate_size=64, vision_depth=1, vision_hidden_size=16, vision_num_heads=1, vocab_size=400)
 
 
-def make_frames(t: int, fps: float, h: int = 56, w: int = 84, seed: int = 0) -> VideoFrames:
-    rng = np.random.default_rng(seed)
-    return VideoFrames(
-        frames=rng.integers(0, 256, (t, h, w, 3), dtype=np.uint8),
-        timestamps=np.arange(t, dtype=np.float64) / fps,
-        meta={"sample_fps": fps, "duration": t / fps},
-    )
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,10 @@ tests/train/test_train.py.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from rope_reference import assert_positions, reference_positions
+from video_fixtures import make_frames
 
 from pipeline.core.frames_cache import VideoFrames, save_frames
 from pipeline.core.params import TinyModelParams
@@ -37,13 +37,6 @@ VIDEOS = {
 }
 
 
-def make_frames(t: int, fps: float, h: int, w: int, seed: int = 0) -> VideoFrames:
-    rng = np.random.default_rng(seed)
-    return VideoFrames(
-        frames=rng.integers(0, 256, (t, h, w, 3), dtype=np.uint8),
-        timestamps=np.arange(t, dtype=np.float64) / fps,
-        meta={"sample_fps": fps, "duration": t / fps},
-    )
 
 
 @pytest.fixture(scope="module")
