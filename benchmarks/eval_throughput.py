@@ -2,7 +2,7 @@
 cost of the metrics for 100k predictions.
 
     python benchmarks/eval_throughput.py                       # models/base if present, else a fresh tiny model
-    python benchmarks/eval_throughput.py --model DIR --riq data/riq/test.jsonl --max-items 64
+    python benchmarks/eval_throughput.py --model DIR --riq data/riq/eval/synthetic.jsonl --max-items 64
     python benchmarks/eval_throughput.py --videos 4 --max-new-tokens 32 --json out.json
 
 Generation (same records, same model, same batch size, interleaved, min over repeats):
@@ -53,7 +53,7 @@ def synthetic_records(root: Path, n_videos: int) -> list:
     write_jsonl(root / "raw" / "annotations.jsonl", logs)
     extract_dir(root / "raw" / "videos", root / "frames", FramesParams(), workers=2, progress=False)
     build_riq(RiqParams(test_fraction=0.5, seed=0), root / "raw" / "annotations.jsonl", root / "frames", root / "riq", root / "stats.json")
-    return M.read_riq(root / "riq" / "test.jsonl") + M.read_riq(root / "riq" / "train.jsonl")
+    return M.read_riq(root / "riq" / "eval" / "synthetic.jsonl") + M.read_riq(root / "riq" / "train.jsonl")
 
 
 def tiny_model(root: Path, records) -> Path:

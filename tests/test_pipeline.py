@@ -79,7 +79,7 @@ def test_repro_end_to_end(repo: Path):
     out = _run([dvc, "repro"], repo)
     assert _ran(out) == {"download", "extract_frames", "build_riq", "make_model", "train", "evaluate@synthetic"}
 
-    metrics = json.loads((repo / "metrics.json").read_text())
+    metrics = json.loads((repo / "reports" / "metrics" / "synthetic.json").read_text())
     for model in ("base", "trained"):
         block = metrics[model]
         for key in ("format_rate", "n_items"):
@@ -93,7 +93,7 @@ def test_repro_end_to_end(repo: Path):
             for k in keys:
                 assert k in block[group], f"{model}.{group}.{k} missing"
     # Keys are sorted so diffs of metrics.json stay readable.
-    text = (repo / "metrics.json").read_text()
+    text = (repo / "reports" / "metrics" / "synthetic.json").read_text()
     assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n"
 
     # Nothing changed: nothing runs.
@@ -106,13 +106,13 @@ def test_repro_end_to_end(repo: Path):
     out = _run([dvc, "exp", "run", "-S", "train.reward_weights.format=0.5"], repo)
     assert _ran(out) == {"train", "evaluate@synthetic"}
     # The new weight reached evaluate: reward.total is the weighted sum of the reward means.
-    after = json.loads((repo / "metrics.json").read_text())
+    after = json.loads((repo / "reports" / "metrics" / "synthetic.json").read_text())
     for model in ("base", "trained"):
         r = after[model]["reward"]
         expected = 0.5 * r["format"] + r["refuse_iou"] + r["explain"] + r["correction"]
         assert r["total"] == pytest.approx(expected, abs=1e-6)
     diff = json.loads(_run([dvc, "metrics", "diff", "--all", "--json"], repo))
-    assert "base.reward.total" in diff["metrics.json"]
+    assert "base.reward.total" in diff["reports/metrics/synthetic.json"]
 
     # A frame parameter reruns frame extraction and everything downstream, not the download.
     out = _run([dvc, "exp", "run", "-S", "frames.fps=1.0"], repo)

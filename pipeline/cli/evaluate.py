@@ -78,13 +78,14 @@ def metrics_cmd(
 def evaluate_cmd(
     base: str = typer.Option("models/base", help="Base model folder (save_pretrained)."),
     trained: str = typer.Option("models/trained", help="Trained model folder (save_pretrained)."),
-    riq: str = typer.Option("data/riq/test.jsonl", help="Test set (RIQ JSON Lines)."),
+    riq: str = typer.Option("data/riq/eval/synthetic.jsonl", help="Test set (RIQ JSON Lines; build_riq writes data/riq/eval/<set>.jsonl)."),
     out: str = typer.Option("reports/eval/synthetic", help="Output folder: predictions, items.csv, plots/, report.md."),
-    metrics: str = typer.Option("metrics.json", help="Metrics JSON to write."),
+    metrics: str = typer.Option("reports/metrics/synthetic.json", help="Metrics JSON to write."),
     params: str = typer.Option("params.yaml", help="Params file (sections evaluate, train.reward_weights)."),
     frames: str = typer.Option("data/frames", help="Frame cache for records without frames_path."),
     set_name: str = typer.Option("synthetic", "--set", help="Test set name, for the report."),
     events: str = typer.Option("data/raw/annotations.jsonl", help="Synthetic event logs the swapped control checks donor videos against ('' = compare query texts only, e.g. imported sets)."),
+    train_riq: str = typer.Option("data/riq/train.jsonl", help="Train RIQ for the leakage guard ('' = no check)."),
 ) -> None:
     """Evaluate the base and trained models on the test split (same code as the evaluate stage)."""
     import logging
@@ -94,7 +95,7 @@ def evaluate_cmd(
 
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     result = evaluate(base, trained, riq, out, metrics, load_params(params), frames_dir=frames, set_name=set_name,
-                      events_path=events or None)
+                      events_path=events or None, train_riq=train_riq or None)
     for name, r in result.items():
         typer.echo(f"{name}: {r['n_items']} items: ra_iou.mean={r['ra_iou']['mean']:.4f} "
                    f"relevance.accuracy={r['relevance']['accuracy']:.4f}")

@@ -15,9 +15,9 @@ from pipeline.core.io import one_line_errors
 def build_riq_cmd(
     annotations: str = typer.Option("data/raw/annotations.jsonl", help="Event logs (one VideoLog per line)."),
     frames: str = typer.Option("data/frames", help="Frame cache folder (<video_id>.npz)."),
-    out: str = typer.Option("data/riq", help="Output folder for train/test/quarantine JSONL."),
+    out: str = typer.Option("data/riq", help="Output folder: train.jsonl, eval/<set>.jsonl, quarantine.jsonl."),
     stats: str = typer.Option("data/reports/riq_stats.json", help="Stats JSON."),
-    imports: str = typer.Option("data/import", help="Folder of imported annotation files (riq.import_file is read from it when riq.source is not 'synthetic')."),
+    imports: list[str] = typer.Option(["data/import", "data/raw/annotations"], help="Folders of annotation files (riq.import_file, riq.train_sets / eval_sets files), searched in order; repeat the option."),
     params: str = typer.Option("params.yaml", help="Params file (section riq)."),
 ) -> None:
     """Build the RIQ dataset from event logs or an imported set (same code and summary as the build_riq stage)."""

@@ -8,6 +8,7 @@ sections it reads.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -142,9 +143,65 @@ class FramesParams(Section):
 
 
 # --------------------------------------------------------------------------- riq
+ImportFormat = Literal["seed", "hi-vtg", "charades-sta", "activitynet-captions", "qvhighlights"]
+
+
+def _plain_file_name(v: str) -> str:
+    if v and (Path(v).name != v or v in (".", "..")):
+        raise ValueError("must be a file name inside the imports folders (data/import/, data/raw/annotations/), not a path")
+    return v
+
+
+class TrainSetParams(Section):
+    """One annotation file the train RIQ is built from (riq.source: sets)."""
+
+    format: ImportFormat = Field(description="Importer of the file (pipeline.riq.importers): charades-sta (the .txt or the {video: {duration, timestamps, sentences}} JSON layout), activitynet-captions, qvhighlights, hi-vtg, seed.")
+    file: str = Field(description="File name inside the imports folders (build_riq --imports: data/import/, then data/raw/annotations/).")
+    max_videos: int = Field(0, ge=0, description="Take at most this many of the file's videos that have frames (a seeded sample; the others' queries are quarantined as 'not_in_subset'); 0 = all. For plumbing runs on CPU (profile paper-cpu).")
+
+    @field_validator("file")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        return _plain_file_name(v)
+
+
+class EvalSetParams(Section):
+    """One evaluation set: its own RIQ file data/riq/eval/<name>.jsonl and its own evaluate@<name> stage."""
+
+    format: Literal["split", "seed", "hi-vtg", "charades-sta", "activitynet-captions", "qvhighlights"] = Field(
+        description="'split': the held-out videos (riq.test_fraction) of the train RIQ's own source (the synthetic default); otherwise the importer of a released test file, imported as released (no generated refusals): hi-vtg for the RA-RFT HI-VTG/SS-VTG/human-annotated files, charades-sta / activitynet-captions for plain grounding (Charades-STA test, ActivityNet val_2).",
+    )
+    file: str = Field("", description="File name inside the imports folders (empty for 'split').")
+    max_videos: int = Field(0, ge=0, description="Evaluate at most this many of the set's videos that have frames (a seeded sample; the others' queries are quarantined as 'not_in_subset'); 0 = all.")
+    required: bool = Field(True, description="false: a missing file is not an error; the set is written empty (its evaluate@ stage reports 0 items) and the stats say it was absent. For released files that may not exist yet (HI-VTG / SS-VTG ActivityNet).")
+    leakage: Literal["error", "exclude_from_train", "allow"] = Field(
+        "error",
+        description="What the leakage guard does when some of this set's videos are in the train RIQ: 'error' (build_riq fails, naming the set, the count and the first ids), 'exclude_from_train' (those videos' train records go to the quarantine; the count is a metric; the protocol profiles set it for the human-annotated set, 15 of whose 100 videos are Charades-STA train videos) or 'allow' (kept, and recorded in the set's metrics file).",
+    )
+
+    @field_validator("file")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        return _plain_file_name(v)
+
+    @model_validator(mode="after")
+    def _file_for_imports(self):
+        if (self.format == "split") != (not self.file):
+            raise ValueError("file: required for an imported set, and empty for format 'split'")
+        return self
+
+
 class RiqParams(Section):
-    source: Literal["synthetic", "seed", "hi-vtg", "charades-sta", "activitynet-captions", "qvhighlights"] = Field(
-        "synthetic", description="Where queries come from: 'synthetic' (generated from the event logs) or an imported annotation format (pipeline.riq.importers; 'seed' = the seed README's RIQ records), read from riq.import_file."
+    source: Literal["synthetic", "seed", "hi-vtg", "charades-sta", "activitynet-captions", "qvhighlights", "sets"] = Field(
+        "synthetic", description="Where the train queries come from: 'synthetic' (generated from the event logs), an imported annotation format (pipeline.riq.importers; 'seed' = the seed README's RIQ records) read from riq.import_file, or 'sets': every file of riq.train_sets (the paper's protocol: train RIQ from the train splits of grounding datasets)."
+    )
+    train_sets: dict[str, TrainSetParams] = Field(
+        default_factory=dict,
+        description="riq.source 'sets': name -> train annotation file. Each is imported, given hard-irrelevant (generators.perturb, .llm) and shuffled (generators.shuffle, donors from the same set) refusals, and joined into data/riq/train.jsonl; none may be an evaluation file.",
+    )
+    eval_sets: dict[str, EvalSetParams] = Field(
+        default_factory=lambda: {"synthetic": EvalSetParams(format="split")},
+        description="Evaluation sets, name -> set: build_riq writes data/riq/eval/<name>.jsonl for each and dvc.yaml runs one evaluate@<name> stage per set (metrics in reports/metrics/<name>.json). Names: letters, digits, '_' and '-'.",
     )
     import_file: str = Field("", description="File name inside the imports folder (build_riq --imports, data/import/) read when riq.source is not 'synthetic'.")
     generators: dict[str, float] = Field(
@@ -176,9 +233,28 @@ class RiqParams(Section):
     @field_validator("import_file")
     @classmethod
     def _plain_name(cls, v: str) -> str:
-        if v and (Path(v).name != v or v in (".", "..")):
-            raise ValueError("must be a file name inside the imports folder (data/import/), not a path")
+        return _plain_file_name(v)
+
+    @field_validator("train_sets", "eval_sets")
+    @classmethod
+    def _set_names(cls, v: dict) -> dict:
+        bad = [k for k in v if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", k)]
+        if bad:
+            raise ValueError(f"set name {bad[0]!r}: letters, digits, '_' and '-' only (it names a DVC stage and files)")
         return v
+
+    @field_validator("eval_sets")
+    @classmethod
+    def _one_split(cls, v: dict) -> dict:
+        if sum(s.format == "split" for s in v.values()) > 1:
+            raise ValueError("at most one set may have format 'split' (the held-out videos of the train RIQ)")
+        return v
+
+    @model_validator(mode="after")
+    def _sets_source(self):
+        if (self.source == "sets") != bool(self.train_sets):
+            raise ValueError("riq.train_sets: must be non-empty exactly when riq.source is 'sets'")
+        return self
 
     @field_validator("generators")
     @classmethod

@@ -117,6 +117,8 @@ def run_download(params: DownloadParams, out_dir: str | os.PathLike, progress: b
         raise InputError(f"download.sources: unknown source {unknown[0]!r} (known: {', '.join(sorted(SOURCES))})")
     out_dir = Path(out_dir)
     (out_dir / "videos").mkdir(parents=True, exist_ok=True)
+    # Always there, even empty: build_riq depends on it (annotation files of the http presets land in it).
+    (out_dir / "annotations").mkdir(exist_ok=True)
     t0 = time.perf_counter()
     videos: dict[str, dict] = {}  # id -> {"file", "source", "bytes"}
     failures: list[dict] = []

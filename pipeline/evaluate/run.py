@@ -171,6 +171,7 @@ def evaluate(
     frames_dir: str | Path | None = None,
     set_name: str = "test",
     events_path: str | Path | None = None,
+    train_riq: str | Path | None = None,
 ) -> dict:
     """Predict with both models (and their video controls), score, and write every output; returns the metrics dict.
 
@@ -179,11 +180,23 @@ def evaluate(
     yields 0-item metrics instead of an error. ``events_path``: the synthetic event logs
     (``data/raw/annotations.jsonl``), with which the swapped control also checks that no
     event of a donor video matches the query; without it (imported sets) only query texts are compared.
+    ``train_riq``: the train RIQ, for the leakage guard (pipeline.riq.leakage; the policy is
+    ``riq.eval_sets.<set_name>.leakage``, 'error' for a set not listed there); its count goes into
+    every model's ``leakage`` block.
     """
     ev = params.evaluate
     ctl = ev.controls
     out_dir = Path(out_dir)
     all_records = join_frames(M.read_riq(test_records_path), frames_dir)
+    leak = None
+    if train_riq is not None:
+        from pipeline.riq import leakage
+
+        policy = params.riq.eval_sets[set_name].leakage if set_name in params.riq.eval_sets else "error"
+        found = leakage.overlap(leakage.queries_by_video(all_records), leakage.queries_by_video(M.read_riq(train_riq)))
+        # After exclude_from_train no overlap may be left: one now means train.jsonl changed since build_riq.
+        leakage.check(set_name, str(test_records_path), found, policy)
+        leak = found.report(policy)
     evaluable, skipped = select_records(all_records, 0)
     records = evaluable[: ev.max_items] if ev.max_items else evaluable
     summary = {"set": set_name, "records": len(all_records), "evaluable": len(evaluable), "evaluated": len(records), "skipped": len(skipped)}
@@ -229,6 +242,8 @@ def evaluate(
     results, items = score(records, completions, dict(params.train.reward_weights), ev.iou_thresholds, ev.threshold_op, controls, ev.protocol)
     for block in results.values():
         block["coverage"] = M.coverage(summary["records"], records, summary["skipped"])
+        if leak is not None:
+            block["leakage"] = leak
     if ev.judge and records:
         run_judge(records, completions, results, out_dir, params)
     notes = [f"Test set `{set_name}` ({test_records_path}): {summary_line(set_name, summary).split(': ', 1)[1]} "

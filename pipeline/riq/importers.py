@@ -65,6 +65,8 @@ class ImportResult:
     quarantine: list[dict]
     report: dict
     captions: dict[str, list[str]]  # video -> every caption known for it (for the generators)
+    # video -> normalized texts of every query read for it, written or quarantined (the leakage guard compares files, not frames)
+    queries_by_video: dict[str, set[str]] = field(default_factory=dict)
 
 
 def video_id(path: str) -> str:
@@ -293,7 +295,12 @@ def seed_drafts(path: Path, quirks: Counter, captions: dict[str, list[str]]) -> 
 
 # --------------------------------------------------------------------------- answerable-only sets
 def charades_sta_drafts(path: Path, quirks: Counter, captions: dict[str, list[str]]) -> tuple[int, list[Draft]]:
-    """Charades-STA lines: ``VID START END##sentence``."""
+    """Charades-STA lines: ``VID START END##sentence`` (the TALL release), or the same annotations in the
+    ``{vid: {duration, timestamps, sentences}}`` JSON layout that TimeZero and others redistribute
+    (read as :func:`activitynet_drafts`; that layout also gives each video's duration)."""
+    if path.suffix.casefold() == ".json":
+        quirks["json_layout"] += 1
+        return activitynet_drafts(path, quirks, captions)
     drafts, n_items = [], 0
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
@@ -499,4 +506,8 @@ def import_annotations(fmt: str, path: str | Path, frames_dir: str | Path | None
         "task_type": dict(Counter(r["task_type"] for r in records)),
         "quirks": dict(sorted(quirks.items())),
     }
-    return ImportResult(records, quarantine, report, {k: list(dict.fromkeys(v)) for k, v in captions.items()})
+    queries_by_video: dict[str, set[str]] = defaultdict(set)
+    for d in drafts:
+        if d.video:
+            queries_by_video[d.video].add(norm(d.problem))
+    return ImportResult(records, quarantine, report, {k: list(dict.fromkeys(v)) for k, v in captions.items()}, dict(queries_by_video))

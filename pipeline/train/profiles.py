@@ -25,6 +25,7 @@ from pipeline.core.params import Params, parse_params
 
 PROFILES_DIR = Path(__file__).resolve().parents[2] / "configs" / "profiles"
 DEFAULT = "cpu"
+ATOMIC = {"reward_weights", "train_sets", "eval_sets", "generators", "perturb_difficulty"}
 
 
 def profile_names(folder: Path = PROFILES_DIR) -> list[str]:
@@ -56,8 +57,8 @@ def check_lengths(params: Params, source: str) -> None:
 def _leaves(tree: dict, prefix: tuple = ()) -> dict[tuple, Any]:
     out: dict[tuple, Any] = {}
     for key, value in tree.items():
-        # reward_weights is one value (a dict param), not a section.
-        if isinstance(value, dict) and key != "reward_weights":
+        # Dict-valued params are one value each, not sections: a profile's set list replaces the default's.
+        if isinstance(value, dict) and key not in ATOMIC:
             out |= _leaves(value, (*prefix, key))
         else:
             out[(*prefix, key)] = value
@@ -88,6 +89,11 @@ def compose(current: dict, name: str, folder: Path = PROFILES_DIR) -> dict:
     for path, value in _leaves(read_profile(name, folder)).items():
         _set(out, path, value)
     out["profile"] = name
+    # Set lists are written whole, every field of every set, so dvc.yaml's per-set params exist.
+    riq = parse_params(out).riq.model_dump(mode="json")
+    for key in ("train_sets", "eval_sets"):
+        if key in out.get("riq", {}):
+            out["riq"][key] = riq[key]
     return out
 
 

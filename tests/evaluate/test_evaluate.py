@@ -54,7 +54,7 @@ def data(tmp_path_factory) -> dict:
     write_jsonl(root / "raw" / "annotations.jsonl", logs)
     extract_dir(root / "raw" / "videos", root / "frames", FramesParams(), workers=2, progress=False)
     build_riq(RiqParams(test_fraction=0.34, seed=0), root / "raw" / "annotations.jsonl", root / "frames", root / "riq", root / "stats.json")
-    records = read_riq(root / "riq" / "test.jsonl") + read_riq(root / "riq" / "train.jsonl")
+    records = read_riq(root / "riq" / "eval" / "synthetic.jsonl") + read_riq(root / "riq" / "train.jsonl")
     # One file with every record: several videos, both task types, the shuffled kind.
     write_jsonl(root / "riq" / "all.jsonl", records)
 

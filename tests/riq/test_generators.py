@@ -29,6 +29,9 @@ from pipeline.riq.llm_client import LLMClient, LLMError
 from pipeline.riq.schema import DIFFICULTY_EDITS, EDIT_CATEGORY, RiqRecord
 from pipeline.riq.validate import validate_file
 
+# Where build_riq writes each split at default params (the held-out split is the evaluation set `synthetic`).
+SPLIT_FILES = {"train": "train.jsonl", "test": "eval/synthetic.jsonl", "quarantine": "quarantine.jsonl"}
+
 CAPTIONS = {
     "V1": ["person opens the door.", "person walks to the window."],
     "V2": ["a person sits on the sofa.", "person drinks from a cup."],
@@ -236,7 +239,7 @@ def test_build_riq_generates_for_an_answerable_only_source(tmp_path):
     # Charades-STA has no durations: without a frames file there is none, and the query is quarantined.
     assert stats["source"]["import"]["written"] == 6 and stats["quarantined"]["no_duration"] == 2
     assert stats["records"]["generated"] == sum(stats["source"]["generation"]["generated"].values()) >= 8
-    n = sum(validate_file(tmp_path / "riq" / f"{s}.jsonl", frames)["valid"] for s in ("train", "test"))
+    n = sum(validate_file(tmp_path / "riq" / SPLIT_FILES[s], frames)["valid"] for s in ("train", "test"))
     assert n == 6 + stats["records"]["generated"]
     for s in ("train", "test"):
-        assert not validate_file(tmp_path / "riq" / f"{s}.jsonl", frames)["errors"]
+        assert not validate_file(tmp_path / "riq" / SPLIT_FILES[s], frames)["errors"]

@@ -26,6 +26,9 @@ from pipeline.riq.importers import (
 from pipeline.riq.schema import RiqRecord, read_riq
 from pipeline.riq.validate import dataset_card, validate_file
 
+# Where build_riq writes each split at default params (the held-out split is the evaluation set `synthetic`).
+SPLIT_FILES = {"train": "train.jsonl", "test": "eval/synthetic.jsonl", "quarantine": "quarantine.jsonl"}
+
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "data" / "hi-vtg"
 
@@ -232,11 +235,11 @@ def test_riq_source_switch_through_build_riq(hi_vtg, tmp_path):
     stats = build_riq(params, tmp_path / "unused.jsonl", frames, out, stats_path, imports=imports)
     assert stats["quarantined"]["no_frames"] == 8
     assert stats["source"]["import"]["written"] + stats["source"]["import"]["quarantined"] == stats["source"]["import"]["queries_read"] == 17
-    n = {s: sum(1 for _ in (out / f"{s}.jsonl").open()) for s in ("train", "test", "quarantine")}
+    n = {s: sum(1 for _ in (out / SPLIT_FILES[s]).open()) for s in ("train", "test", "quarantine")}
     assert n["train"] + n["test"] == stats["source"]["import"]["written"] == 4
     assert n["quarantine"] == stats["records"]["quarantined"] == 13
     for split in ("train", "test"):
-        assert not validate_file(out / f"{split}.jsonl", frames)["errors"]
+        assert not validate_file(out / SPLIT_FILES[split], frames)["errors"]
     assert json.loads(stats_path.read_text()) == stats
 
     # The stage module with the same arguments dvc.yaml passes.
@@ -246,8 +249,8 @@ def test_riq_source_switch_through_build_riq(hi_vtg, tmp_path):
         "riq:\n  source: hi-vtg\n  import_file: hi_vtg.json\n  generators: {}\n", encoding="utf-8")
     stage.main(["--annotations", str(tmp_path / "unused.jsonl"), "--frames", str(frames), "--out", str(tmp_path / "riq2"),
                 "--stats", str(tmp_path / "s2.json"), "--imports", str(imports), "--params", str(tmp_path / "params.yaml")])
-    assert (tmp_path / "riq2" / "train.jsonl").read_bytes() + (tmp_path / "riq2" / "test.jsonl").read_bytes() == \
-        (out / "train.jsonl").read_bytes() + (out / "test.jsonl").read_bytes()
+    assert (tmp_path / "riq2" / "train.jsonl").read_bytes() + (tmp_path / "riq2" / "eval" / "synthetic.jsonl").read_bytes() == \
+        (out / "train.jsonl").read_bytes() + (out / "eval" / "synthetic.jsonl").read_bytes()
 
 
 def test_import_params_are_checked():
@@ -361,11 +364,11 @@ def test_build_riq_keeps_evaluation_only_records_out_of_train(tmp_path):
     params = RiqParams(source="hi-vtg", import_file="ss_vtg_charades.json", generators={}, test_fraction=0.25)
     out = tmp_path / "riq"
     stats = build_riq(params, tmp_path / "unused.jsonl", frames, out, tmp_path / "stats.json", imports=imports)
-    train, test = (read_riq(out / f"{s}.jsonl") for s in ("train", "test"))
+    train, test = (read_riq(out / SPLIT_FILES[s]) for s in ("train", "test"))
     # SSCCC has nothing to train on: its video goes to test, where both refusals are evaluated.
     assert not any(r.video == "SSCCC" for r in train)
     assert {r.id for r in test if r.video == "SSCCC"} == {"SSCCC-i2-q0", "SSCCC-i2-q1"}
     assert len(train) + len(test) + stats["records"]["quarantined"] == stats["records"]["in"] == 8
     read_train_records(out / "train.jsonl")  # no evaluation-only record in train
     with pytest.raises(InputError, match=r"record 'SSCCC-i2-q0': refusable_queries: empty"):
-        read_train_records(out / "test.jsonl")
+        read_train_records(out / "eval" / "synthetic.jsonl")

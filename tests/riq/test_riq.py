@@ -78,8 +78,8 @@ def write_inputs(root: Path, logs=LOGS.values(), extra_lines=(), skip_frames=())
 def run_build(root: Path, params: RiqParams = PARAMS, **inputs) -> dict:
     ann, frames = write_inputs(root, **inputs)
     build_riq(params, ann, frames, root / "riq", root / "stats.json")
-    out = {name: [json.loads(x) for x in (root / "riq" / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()]
-           for name in ("train", "test", "quarantine")}
+    out = {name: [json.loads(x) for x in (root / "riq" / f"{path}.jsonl").read_text(encoding="utf-8").splitlines()]
+           for name, path in (("train", "train"), ("test", "eval/synthetic"), ("quarantine", "quarantine"))}
     out["stats"] = json.loads((root / "stats.json").read_text())
     return out
 
@@ -292,13 +292,13 @@ def test_split_is_by_video_and_seeded(built):
     assert built["stats"]["videos"] == {"in": 8, "quarantined": 0, "test": 2, "train": 6}
     assert built["stats"]["source"]["videos_without_queries"] == 0
     # The same keys as an imported build's stats (tests/riq/test_import.py).
-    assert sorted(built["stats"]) == ["audit", "quarantined", "records", "source", "splits", "videos"]
+    assert sorted(built["stats"]) == ["audit", "leakage", "quarantined", "records", "sets", "source", "splits", "videos"]
     assert sorted(built["stats"]["records"]) == ["generated", "in", "quarantined", "test", "train"]
     assert built["stats"]["source"]["kind"] == "synthetic"
 
 
 def test_same_seed_gives_identical_bytes(tmp_path, monkeypatch):
-    names = ["riq/train.jsonl", "riq/test.jsonl", "riq/quarantine.jsonl", "stats.json"]
+    names = ["riq/train.jsonl", "riq/eval/synthetic.jsonl", "riq/quarantine.jsonl", "stats.json"]
     runs = {}
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
         (tmp_path / name).mkdir()
