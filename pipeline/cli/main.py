@@ -16,6 +16,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.split
 app.command("download")(data.download_cmd)
 app.command("extract")(data.extract_cmd)
 app.command("build-riq")(riq.build_riq_cmd)
+app.command("riq-table")(riq.riq_table_cmd)
 app.command("validate")(riq.validate_cmd)
 app.command("import")(riq.import_cmd)
 app.command("export")(riq.export_cmd)

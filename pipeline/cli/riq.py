@@ -28,6 +28,22 @@ def build_riq_cmd(
 
 
 @one_line_errors
+def riq_table_cmd(
+    stats: str = typer.Argument("data/reports/riq_stats.json", help="Stats file of a build (build_riq --stats)."),
+) -> None:
+    """Print the per-set table of a build as Markdown: items, queries, written, quarantined by reason, videos, overlap with the train RIQ."""
+    import json
+    from pathlib import Path
+
+    from pipeline.core.io import InputError
+    from pipeline.riq.report import sets_table
+
+    if not Path(stats).is_file():
+        raise InputError(f"{stats}: not found (build_riq writes it)")
+    typer.echo(sets_table(json.loads(Path(stats).read_text(encoding="utf-8"))), nl=False)
+
+
+@one_line_errors
 def validate_cmd(
     file: str = typer.Argument(..., help="RIQ file (.jsonl, or .json holding a list)."),
     frames: str | None = typer.Option(None, help="Frame cache folder: each record's <video>.npz must exist."),
