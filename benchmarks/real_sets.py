@@ -2,8 +2,8 @@
 
     python -m benchmarks.real_sets [--shared ../shared/data] [--out /tmp/real_sets] [--no-generators]
 
-Builds the train RIQ from Charades-STA train and ActivityNet Captions train (refusals generated;
-`rarft profile gpu8` trains on Charades-STA train alone) and
+Builds the train RIQ from Charades-STA train (refusals generated, as `rarft profile gpu8`; with
+``--with-activitynet`` also ActivityNet Captions train) and
 imports every released set present in ../shared, with a stand-in frames file (two grey frames
 and the video's duration from the annotations) for every video: the real videos are not on
 these machines, and without frames every record would be quarantined as ``no_frames``. So
@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     parser.add_argument("--out", default="/tmp/real_sets")
     parser.add_argument("--no-generators", action="store_true", help="skip generated refusals (the overlap and import counts do not need them)")
+    parser.add_argument("--with-activitynet", action="store_true", help="also train on ActivityNet Captions train (37,421 queries: generation takes much longer)")
     args = parser.parse_args(argv)
     shared, out = Path(args.shared), Path(args.out)
     if not (shared / "charades-sta" / "train.json").is_file():
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             save_frames(frames_path(frames, vid), VideoFrames(np.full((2, 28, 28, 3), 128, np.uint8), np.array([0.0, 0.5]), {"duration": seconds}))
     riq = read_profile("gpu8")["riq"]
     riq["train_sets"]["charades_sta_train"]["file"] = "charades_sta_train.json"
-    if (imports / "train.json").exists():  # both datasets in one train RIQ, as paper-cpu
+    if args.with_activitynet and (imports / "train.json").exists():  # both datasets in one train RIQ, as paper-cpu
         riq["train_sets"]["activitynet_train"] = {"format": "activitynet-captions", "file": "train.json"}
     riq["eval_sets"]["charades_sta_test"]["file"] = "charades_sta_test.json"
     riq["eval_sets"] = {k: v | {"required": False} for k, v in riq["eval_sets"].items()}

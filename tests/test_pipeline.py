@@ -51,15 +51,20 @@ def _ran(out: str) -> set[str]:
     return {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage '")}
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("repo")
+def copy_project(d: Path) -> None:
+    """What a fresh clone has that the pipeline reads (data/import: a build_riq dep)."""
     for name in COPY:
         src = ROOT / name
         if src.is_dir():
-            shutil.copytree(src, d / name, ignore=shutil.ignore_patterns("__pycache__"))  # data/import: build_riq dep
+            shutil.copytree(src, d / name, ignore=shutil.ignore_patterns("__pycache__"))
         elif src.exists():
             shutil.copy2(src, d / name)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("repo")
+    copy_project(d)
     params = yaml.safe_load((d / "params.yaml").read_text())
     (d / "params.yaml").write_text(yaml.safe_dump(_merge(params, SMALL), sort_keys=False))
     dvc = str(Path(sys.executable).parent / "dvc")

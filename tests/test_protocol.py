@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_pipeline import COPY, ROOT, _merge, _ran, _run
+from test_pipeline import _merge, _ran, _run, copy_project
 
 from pipeline.data.ffmpeg import ffmpeg_exe
 
@@ -46,12 +46,7 @@ def render(folder: Path, durations: dict[str, float]) -> None:
 @pytest.fixture(scope="module")
 def protocol_repo(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("protocol")
-    for name in COPY:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, d / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, d / name)
+    copy_project(d)
     for f in (FIXTURES / "annotations").iterdir():
         shutil.copy2(f, d / "data" / "import" / f.name)
     videos = tmp_path_factory.mktemp("videos") / "Charades_and_ActivityNet"
@@ -109,9 +104,7 @@ def test_paper_protocol_runs_the_whole_graph_on_real_ids(protocol_repo: Path):
 def test_gpu8_profile_renders_the_launch_command_and_an_evaluate_stage_per_set(tmp_path):
     """`rarft profile gpu8` in a fresh repo (no data): DVC lists evaluate@<set> for every released set, each
     reading its own RIQ file and writing its own metrics file, and train renders the 8-GPU ZeRO-3 launch."""
-    for name in COPY:
-        src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, tmp_path / name)
+    copy_project(tmp_path)
     bin_dir = Path(sys.executable).parent
     _run([str(bin_dir / "rarft"), "profile", "gpu8"], tmp_path)
     for args in (["git", "init", "-q"], [str(bin_dir / "dvc"), "init", "-q"]):
