@@ -2,14 +2,18 @@
 queries are built from and checked against.
 
 Written by the synthetic source as ``data/raw/annotations.jsonl`` (one
-``VideoLog`` per line); read by ``build_riq``.
+``VideoLog`` per line); read by ``build_riq``, ``make_model`` (the tiny model's
+dense vision targets, train videos only) and ``evaluate`` (the swapped control's donor check).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from pipeline.core.io import InputError, read_jsonl
 
 Color = Literal["red", "green", "blue", "yellow", "white", "orange", "purple", "cyan"]
 Shape = Literal["square", "wide bar", "tall bar"]
@@ -71,3 +75,35 @@ class VideoLog(_Strict):
 
     def object(self, object_id: str) -> ShapeObject:
         return next(o for o in self.objects if o.id == object_id)
+
+
+def visible_spans(log: VideoLog, object_id: str) -> list[tuple[float, float]]:
+    """When an object can be seen, as (start, end) seconds: from the start of the video (or the
+    start of its first 'appears') until the end of a 'disappears', and again from the next 'appears'.
+    Fading in and out counts as seen; a blink's off frames count as seen too (the object is
+    between two on frames)."""
+    events = [e for e in log.events if e.object_id == object_id]
+    spans, start = [], None if events and events[0].action == "appears" else 0.0
+    for e in events:
+        if e.action == "appears" and start is None:
+            start = e.start
+        elif e.action == "disappears" and start is not None:
+            spans.append((start, e.end))
+            start = None
+    if start is not None:
+        spans.append((start, log.duration))
+    return spans
+
+
+def read_event_logs(path: str | Path) -> dict[str, VideoLog]:
+    """``data/raw/annotations.jsonl``: one :class:`VideoLog` per line, by video id."""
+    if not Path(path).is_file():
+        raise InputError(f"{path}: event log not found")
+    logs = {}
+    for lineno, obj in read_jsonl(path):
+        try:
+            log = VideoLog.model_validate(obj)
+        except ValueError as exc:
+            raise InputError(f"{path}:{lineno}: not a video event log ({str(exc).splitlines()[0]})") from None
+        logs[log.video_id] = log
+    return logs

@@ -218,6 +218,7 @@ class RiqParams(Section):
     medium_per_event: int = Field(1, ge=0, description="Medium queries (2 edits) generated per event.")
     easy_per_event: int = Field(0, ge=0, description="Easy queries (3 edits) generated per event.")
     shuffled_per_video: int = Field(1, ge=0, description="Simply-shuffled refusable queries (a query from another video) per video.")
+    train_shuffled_per_video: int | None = Field(3, ge=0, description="Synthetic source: shuffled queries per train video, when the train split should have more of them than the evaluation split (null: shuffled_per_video). 3: the warm start and GRPO get 576 queries that only the video refutes instead of 192. They are drawn after the evaluation split's count from the same per-video generator, so the first ones, the ids and the evaluation split stay as they were. More of them give the warm start and GRPO more queries that only the video refutes.")
     max_redraws: int = Field(20, ge=1, description="Candidates drawn per refusable query before giving up (a candidate that matches some event of the video is rejected and redrawn).")
     edits: list[Literal["colour", "size", "shape", "action", "direction", "order", "count"]] = Field(
         default_factory=lambda: ["colour", "size", "shape", "action", "direction", "order"],
@@ -285,6 +286,7 @@ class TinyModelParams(Section):
     vision_hidden_size: int = Field(32, ge=8, description="Vision tower width.")
     vision_num_heads: int = Field(2, ge=1, description="Vision attention heads.")
     vocab_size: int = Field(1024, ge=300, description="Size of the byte-level BPE vocabulary trained on the RIQ text (before special tokens).")
+    tie_word_embeddings: bool = Field(False, description="Share the input word embeddings with the output head (Qwen2.5-VL-3B does; the 7B does not). Untied (the default), the vision pretraining's alignment of video tokens with the input embeddings can be kept fixed (model.warm_start.freeze_embeddings) while the output head learns.")
     seed: int = Field(0, description="Seed of weight initialisation and the warm start.")
 
 
@@ -295,6 +297,7 @@ class VisionPretrainParams(Section):
     steps: int = Field(400, ge=0, description="Vision pretraining steps before the warm start (tiny source only); 0 = none (the tower stays random and the decoder learns to ignore it, see docs/MODEL.md).")
     learning_rate: float = Field(1e-3, gt=0, description="AdamW learning rate of the vision tower and the word embeddings it is read through.")
     batch_size: int = Field(8, ge=1, description="Videos per step.")
+    every_token: bool = Field(True, description="Also make every video token of a time step predict all of that step's words (not only the best token): the decoder then finds what the video shows wherever it looks, instead of having to find the one token that shows it.")
     max_video_share: float = Field(0.5, gt=0, le=1, description="Target words are those found in the answerable queries of at most this share of train videos: words in most videos ('the', 'moment') say nothing visual.")
 
 
@@ -307,13 +310,15 @@ class TextPretrainParams(Section):
 
 
 class WarmStartParams(Section):
-    epochs: float = Field(8.0, ge=0, description="Supervised warm-start epochs over the train split (tiny source only); 0 = none, the model stays random. 8: at 2-3 epochs the tiny decoder has not yet learnt to copy the query (it quotes the same one whatever was asked), see docs/MODEL.md.")
-    think: Literal["verify", "quote"] = Field("verify", description="Warm-start think. 'verify': restate the asked event, name the nearest event the video shows, decide on whether they agree (records whose explanations state both events; others fall back to 'quote'). 'quote': quote the query and decide right after it. See docs/MODEL.md for what each taught.")
+    epochs: float = Field(5.0, ge=0, description="Supervised warm-start epochs over the warm-start set (tiny source only); 0 = none, the model stays random. 5 over the 1,104-record look set (690 steps; the 8 epochs of the earlier 736-record set were 736 steps): at 2-3 epochs of the old set the tiny decoder had not yet learnt to copy the query, see docs/MODEL.md.")
+    think: Literal["verify", "look", "quote"] = Field("look", description="Warm-start think. 'verify': restate the asked event, name the nearest event the video shows, decide on whether they agree (records whose explanations state both events; others fall back to 'quote'). 'look': as 'verify', with a check of the video first: whether an object of the query's colour is in view ('In view: red yes.'), from the synthetic event logs (other records fall back to 'verify'). 'quote': quote the query and decide right after it. See docs/MODEL.md for what each taught.")
     freeze_vision: bool = Field(True, description="Keep the vision tower fixed during the warm start, so the language-model loss does not undo the vision pretraining while the decoder learns to read it.")
+    look_weight: float = Field(20.0, gt=0, description="Loss weight of the look think's yes/no token (every other completion token weighs 1): it is the one token the video alone decides, and at weight 1 it is ~1 of 70 loss tokens, too little for the tiny decoder to learn it (docs/MODEL.md).")
+    freeze_embeddings: bool = Field(True, description="Keep the input word embeddings fixed during the warm start: the vision pretraining aligned video tokens with them, and the language-model loss moves them away (tied to the output head, the colour probe fell from 0.985 to 0.72 AUC; docs/MODEL.md). With tied embeddings this freezes the output head too, and the warm start barely learns (loss 2.4 against 0.3).")
     learning_rate: float = Field(2e-3, gt=0, description="Warm-start peak learning rate (cosine decay).")
     batch_size: int = Field(8, ge=1, description="Warm-start batch size.")
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of warm-start steps spent warming the learning rate up.")
-    answerable_fraction: float = Field(0.75, gt=0, lt=1, description="Share of answerable records in the warm-start set (the larger class is subsampled). 0.75 keeps every answerable train record next to the 25% that are shuffled refusals; with hard-irrelevant refusals taught too, 0.5 (on the raw 28%-answerable mix the model learns the majority decision and always refuses).")
+    answerable_fraction: float = Field(0.5, gt=0, lt=1, description="Share of answerable records in the warm-start set (the larger class is subsampled). 0.5 with riq.train_shuffled_per_video 3: every answerable train record and as many shuffled refusals (0.75 kept the 25% there were with one per video); with hard-irrelevant refusals taught too, 0.5 (on the raw 28%-answerable mix the model learns the majority decision and always refuses).")
     refusable_kinds: list[Literal["hard_irrelevant", "shuffled"]] = Field(
         default_factory=lambda: ["shuffled"],
         description="Which refusable records the warm start teaches. ['shuffled'] (default): a base like the VTG models RA-RFT starts from, which ground queries and refuse only queries taken from another video; refusing hard-irrelevant queries is what GRPO has to teach. ['hard_irrelevant', 'shuffled']: supervised on the whole task, a stronger tiny model that GRPO does not improve (docs/MODEL.md).",
@@ -377,7 +382,9 @@ class TrainParams(Section):
     logging_steps: int = Field(1, ge=1, description="Log every N steps to DVCLive.")
     seed: int = Field(0, description="Seed of data order, pool draws and sampling.")
     launch: LaunchParams = Field(default_factory=LaunchParams, description="Processes, machines and DeepSpeed of the run (docs/TRAINING.md).")
-    freeze_vision_tower: bool = Field(False, description="Train only the language model and the vision merger; the vision transformer blocks stay frozen (GPU profile: true, as in RA-RFT / Video-R1).")
+    freeze_vision_tower: bool = Field(True, description="Train only the language model and the vision merger; the vision transformer blocks stay frozen (GPU profile: true, as in RA-RFT / Video-R1).")
+    freeze_vision_merger: bool = Field(True, description="Keep the vision merger (the layer that makes the video tokens) fixed as well. With freeze_vision_tower and freeze_input_embeddings it keeps the whole path by which the tiny model sees: its tower was pretrained to put video tokens near the input embeddings of what they show, and GRPO at the CPU learning rate wore that down (docs/MODEL.md).")
+    freeze_input_embeddings: bool = Field(True, description="Keep the input word embeddings fixed (with tied embeddings, the output head too).")
     checkpoint_steps: int = Field(50, ge=0, description="Save a resumable checkpoint every N optimizer steps into the scratch folder (stage argument --checkpoints; not a DVC output); a rerun resumes from the newest complete one. 0 = none.")
     checkpoint_keep: int = Field(2, ge=1, description="Checkpoints kept per run (older ones are deleted); all are deleted when the run completes.")
     gpu_memory_gib: float = Field(0.0, ge=0, description="Memory per GPU for the fit check made before loading the model; 0 = read it from the first CUDA device (no check on CPU).")

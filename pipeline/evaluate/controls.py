@@ -17,13 +17,12 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from pipeline.core.events import VideoLog
 from pipeline.core.frames_cache import VideoFrames
-from pipeline.core.io import InputError, read_jsonl
+
 from pipeline.riq.schema import RiqRecord
 from pipeline.riq.synthetic import query_matches
 
@@ -38,20 +37,6 @@ def blind_frames(vf: VideoFrames) -> VideoFrames:
 def normalize_query(text: str) -> str:
     """Lower case, single spaces, no trailing punctuation: how query texts are compared."""
     return " ".join(text.lower().split()).rstrip(" .?!")
-
-
-def read_event_logs(path: str | Path) -> dict[str, VideoLog]:
-    """``data/raw/annotations.jsonl``: one :class:`VideoLog` per line, by video id."""
-    if not Path(path).is_file():
-        raise InputError(f"{path}: event log not found")
-    logs = {}
-    for lineno, obj in read_jsonl(path):
-        try:
-            log = VideoLog.model_validate(obj)
-        except ValueError as exc:
-            raise InputError(f"{path}:{lineno}: not a video event log ({str(exc).splitlines()[0]})") from None
-        logs[log.video_id] = log
-    return logs
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,8 @@ from pipeline.core.frames_cache import frames_path
 from pipeline.core.io import InputError, atomic_path, write_json, write_jsonl
 from pipeline.core.params import Params
 from pipeline.evaluate import metrics as M
-from pipeline.evaluate.controls import assign_donors, blind_frames, read_event_logs
+from pipeline.core.events import read_event_logs
+from pipeline.evaluate.controls import assign_donors, blind_frames
 from pipeline.evaluate.inference import predict_runs
 from pipeline.evaluate.official import official_metrics
 from pipeline.evaluate.plots import write_plots, write_report

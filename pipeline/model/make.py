@@ -14,6 +14,7 @@ Two sources (``model.source``):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import random
@@ -27,6 +28,7 @@ from pipeline.core.frames_cache import frames_file
 from pipeline.core.io import InputError, atomic_dir, write_json
 from pipeline.core.params import FramesParams, ModelParams, WarmStartParams
 from pipeline.core.prompt import parse_completion
+from pipeline.model.video_inputs import IGNORE_INDEX
 from pipeline.model.targets import (
     reference_completion,
     tokenizer_corpus,
@@ -58,10 +60,11 @@ def snapshot_hub(hub_id: str, revision: str | None, out_dir: str | Path) -> Path
 class SFTCollator:
     """Feature dicts ``{"problem", "frames", "completion"}`` -> a Qwen2.5-VL batch with completion-only labels."""
 
-    def __init__(self, processor, cache_size: int = 64):
+    def __init__(self, processor, cache_size: int = 64, look_weight: float = 1.0):
         from pipeline.core.frames_cache import load_frames
 
         self.processor = processor
+        self.look_weight = look_weight
         self._load = functools.lru_cache(maxsize=cache_size)(load_frames)
 
     def __call__(self, features: list[dict]) -> dict:
@@ -74,18 +77,76 @@ class SFTCollator:
             [f["completion"] for f in features],
         )
         batch.pop("completion_mask")
+        if self.look_weight != 1.0 and any(f.get("look_at") is not None for f in features):
+            batch["loss_weights"] = self._weights(features, batch)
         return dict(batch)
 
+    def _weights(self, features: list[dict], batch):
+        """1 on every label, ``look_weight`` on the look think's yes/no token (its char offset ``look_at``)."""
+        weights = (batch["labels"] != IGNORE_INDEX).float()
+        tok = self.processor.tokenizer
+        for row, f in enumerate(features):
+            if f.get("look_at") is None:
+                continue
+            # Qwen's pre-tokenizer splits before the space of " yes", so the prefix's tokens are the completion's first k.
+            k = len(tok(f["completion"][: f["look_at"]], add_special_tokens=False)["input_ids"])
+            col = int((batch["labels"][row] != IGNORE_INDEX).nonzero()[0]) + k
+            weights[row, col] = self.look_weight
+        return weights
 
-def _features(records: Sequence[RiqRecord], frames_dir, think: str) -> list[dict]:
-    phrases = verify_phrases(records) if think == "verify" else {}
+
+def weighted_trainer():
+    """transformers' Trainer whose loss honours a batch's ``loss_weights`` (per-token weights on the
+    labels, normalised by their sum); batches without them get the model's own loss."""
+    import torch.nn.functional as F
+    from transformers import Trainer
+
+    class _Trainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            weights = inputs.pop("loss_weights", None)
+            if weights is None:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            labels = inputs.pop("labels")
+            out = model(**inputs)
+            logits, target, w = out.logits[:, :-1].float(), labels[:, 1:], weights[:, 1:]
+            ce = F.cross_entropy(logits.transpose(1, 2), target, ignore_index=IGNORE_INDEX, reduction="none")
+            loss = (ce * w).sum() / w.sum().clamp(min=1.0)
+            return (loss, out) if return_outputs else loss
+
+    return _Trainer
+
+
+def _features(records: Sequence[RiqRecord], frames_dir, think: str, context: Sequence[RiqRecord] | None = None,
+              logs: dict | None = None) -> list[dict]:
+    """Warm-start examples of ``records``. The verify phrases are read from ``context`` (default
+    ``records``): all train records of the same videos, because an answerable record's phrase
+    comes from a refusal of its video, which the taught subset may not hold."""
+    phrases = verify_phrases(records if context is None else context) if think in ("verify", "look") else {}
+    from pipeline.model.targets import look_check
     out = []
     for r in records:
         path = frames_file(r, frames_dir)
         if not path.is_file():
             raise InputError(f"{path}: record {r.id}: frames_path: frames file not found")
-        out.append({"id": r.id, "problem": r.problem, "frames": str(path), "completion": reference_completion(r, phrases.get(r.id))})
+        look = look_check(r, (logs or {}).get(r.video)) if think == "look" else None
+        completion = reference_completion(r, phrases.get(r.id), look)
+        # Where the yes/no of the look think starts (the SFT loss can weight that token).
+        marker = f" In view: {look[0]}" if look and r.id in phrases else None
+        look_at = completion.index(marker) + len(marker) if marker else None
+        out.append({"id": r.id, "problem": r.problem, "frames": str(path), "completion": completion, "look_at": look_at})
     return out
+
+
+@contextlib.contextmanager
+def frozen(*modules):
+    """No gradient for ``modules`` inside the block (restored after)."""
+    for m in modules:
+        m.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for m in modules:
+            m.requires_grad_(True)
 
 
 def split_holdout(records: Sequence[RiqRecord], n_videos: int, seed: int) -> tuple[list[RiqRecord], list[RiqRecord]]:
@@ -119,10 +180,12 @@ def warm_start_records(records: Sequence[RiqRecord], refusable_kinds: Sequence[s
     return balance(taught, answerable_fraction, seed)
 
 
-def warm_start(model, processor, records: Sequence[RiqRecord], frames_dir, params: WarmStartParams, seed: int) -> dict:
-    """Supervised fine-tuning on reference completions (loss on completion tokens only) with transformers' Trainer."""
+def warm_start(model, processor, records: Sequence[RiqRecord], frames_dir, params: WarmStartParams, seed: int,
+               context: Sequence[RiqRecord] | None = None, logs: dict | None = None) -> dict:
+    """Supervised fine-tuning on reference completions (loss on completion tokens only) with transformers' Trainer.
+    ``context``: the records the verify phrases are read from (see :func:`_features`)."""
     import torch
-    from transformers import Trainer, TrainingArguments
+    from transformers import TrainingArguments
 
     with tempfile.TemporaryDirectory(prefix="warm_start_") as tmp:
         args = TrainingArguments(
@@ -145,11 +208,11 @@ def warm_start(model, processor, records: Sequence[RiqRecord], frames_dir, param
             remove_unused_columns=False,
             disable_tqdm=True,
         )
-        trainer = Trainer(
+        trainer = weighted_trainer()(
             model=model,
             args=args,
-            train_dataset=_features(records, frames_dir, params.think),
-            data_collator=SFTCollator(processor),
+            train_dataset=_features(records, frames_dir, params.think, context, logs),
+            data_collator=SFTCollator(processor, look_weight=params.look_weight),
         )
         out = trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
@@ -204,6 +267,17 @@ def build_tiny(params: ModelParams, records: Sequence[RiqRecord], frames: Frames
     return build_tiny_model(tokenizer, params.tiny), processor
 
 
+def train_event_logs(path: str | Path, records: Sequence[RiqRecord]) -> dict | None:
+    """The synthetic event logs of the train records' videos (by video id), or None when the file
+    has none of them (a source without event logs). Only train videos: the logs of the
+    evaluation videos sit in the same file and must not reach the model."""
+    from pipeline.core.events import read_event_logs
+
+    videos = {r.video for r in records}
+    logs = {v: log for v, log in read_event_logs(path).items() if v in videos}
+    return logs or None
+
+
 def make_model(
     params: ModelParams,
     train_records: Sequence[RiqRecord],
@@ -211,21 +285,23 @@ def make_model(
     out_dir: str | Path,
     *,
     frames: FramesParams | None = None,
+    logs: dict | None = None,
 ) -> dict:
-    """Write the base policy to ``out_dir`` (replaced as a whole) and return a summary."""
+    """Write the base policy to ``out_dir`` (replaced as a whole) and return a summary.
+    ``logs``: synthetic event logs by video id (dense targets of the vision pretraining), or None."""
     started = time.perf_counter()
     with atomic_dir(out_dir) as tmp:
         if params.source == "hub":
             snapshot_hub(params.hub_id, params.revision, tmp)
             summary = {"source": "hub", "hub_id": params.hub_id, "revision": params.revision}
         else:
-            summary = _make_tiny(params, train_records, frames_dir, tmp, frames)
+            summary = _make_tiny(params, train_records, frames_dir, tmp, frames, logs)
         summary["seconds"] = round(time.perf_counter() - started, 1)
         write_json(tmp / SUMMARY_FILE, summary)
     return summary
 
 
-def _make_tiny(params: ModelParams, records, frames_dir, out: Path, frames: FramesParams | None) -> dict:
+def _make_tiny(params: ModelParams, records, frames_dir, out: Path, frames: FramesParams | None, logs: dict | None = None) -> dict:
     import torch
 
     if not records:
@@ -248,7 +324,8 @@ def _make_tiny(params: ModelParams, records, frames_dir, out: Path, frames: Fram
         before = word_auc(model, processor, held, frames_dir, fit, vp.max_video_share) if held else None
         summary["vision_pretrain"] = pretrain_vision(
             model, processor, fit, frames_dir, steps=vp.steps, learning_rate=vp.learning_rate,
-            batch_size=vp.batch_size, max_video_share=vp.max_video_share, seed=params.tiny.seed)
+            batch_size=vp.batch_size, max_video_share=vp.max_video_share, seed=params.tiny.seed, logs=logs,
+            every_token=vp.every_token)
         if held:
             summary["vision_pretrain"]["holdout_word_auc_before"] = before
             summary["vision_pretrain"]["holdout_word_auc"] = word_auc(
@@ -257,16 +334,14 @@ def _make_tiny(params: ModelParams, records, frames_dir, out: Path, frames: Fram
     if tp.epochs > 0:
         from pipeline.model.text_pretrain import pretrain_text
 
-        embeddings = model.get_input_embeddings().weight
-        embeddings.requires_grad_(False)  # tied: they are also what the vision tower was aligned to
-        summary["text_pretrain"] = pretrain_text(model, processor, fit, epochs=tp.epochs, learning_rate=tp.learning_rate,
-                                                 batch_size=tp.batch_size, seed=params.tiny.seed)
-        embeddings.requires_grad_(True)
+        with frozen(model.get_input_embeddings()):  # what the vision tower was aligned to
+            summary["text_pretrain"] = pretrain_text(model, processor, fit, epochs=tp.epochs, learning_rate=tp.learning_rate,
+                                                     batch_size=tp.batch_size, seed=params.tiny.seed)
     if ws.epochs > 0:
         sft = warm_start_records(fit, ws.refusable_kinds, ws.answerable_fraction, params.tiny.seed)
-        model.model.visual.requires_grad_(not ws.freeze_vision)
-        summary["warm_start"] = warm_start(model, processor, sft, frames_dir, ws, params.tiny.seed)
-        model.model.visual.requires_grad_(True)
+        keep = [m for m, on in ((model.model.visual, ws.freeze_vision), (model.get_input_embeddings(), ws.freeze_embeddings)) if on]
+        with frozen(*keep):
+            summary["warm_start"] = warm_start(model, processor, sft, frames_dir, ws, params.tiny.seed, context=fit, logs=logs)
         summary["warm_start"]["records"] = len(sft)
         summary["warm_start"]["answerable"] = sum(r.task_type == "answerable" for r in sft)
     if held and ws.eval_records > 0:

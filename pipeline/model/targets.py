@@ -40,7 +40,26 @@ def verify_phrases(records: Sequence[RiqRecord]) -> dict[str, tuple[str, str]]:
     return out
 
 
-def reference_completion(record: RiqRecord, phrases: tuple[str, str] | None = None) -> str:
+def look_check(record: RiqRecord, log) -> tuple[str, bool] | None:
+    """(colour, in view) for the ``look`` think: the colour of the query's subject, and whether the
+    synthetic video ``log`` has an object of that colour at all. None when the query is not a
+    synthetic one or there is no log."""
+    from pipeline.riq.synthetic import parse_query
+
+    query = parse_query(" ".join(record.problem.split())) if log is not None else None
+    if query is None:
+        return None
+    colour = query.subject.color
+    return colour, any(o.color == colour for o in log.objects)
+
+
+def look_prefix(asked: str, colour: str) -> str:
+    """The `look` think up to its yes/no: the restated query, then the colour looked for. The
+    yes/no comes right after the colour word, so the decoder reads the video at that token."""
+    return f"Asked: {asked}. In view: {colour}"
+
+
+def reference_completion(record: RiqRecord, phrases: tuple[str, str] | None = None, look: tuple[str, bool] | None = None) -> str:
     """The ideal completion for a record: the warm-start target.
 
     With ``phrases`` (asked, seen) the think verifies: it restates the asked event, then
@@ -51,20 +70,22 @@ def reference_completion(record: RiqRecord, phrases: tuple[str, str] | None = No
     Without phrases the think opens by quoting the query, and the decision follows it.
     """
     query = " ".join(record.problem.split())
+    asked = look_prefix(phrases[0], look[0]) + (" yes." if look[1] else " no.") if (look and phrases) else (
+        f"Asked: {phrases[0]}." if phrases else None)
     if record.task_type == "answerable":
         span = format_span(*record.span)
-        think = (f"Asked: {phrases[0]}. Seen: {phrases[1]}, from {span} seconds." if phrases
+        think = (f"{asked} Seen: {phrases[1]}, from {span} seconds." if phrases
                  else f"\"{query}\": it happens from {span} seconds.")
         return f"<think>{think}</think> <answer>{span}</answer> <correction>{NIL}</correction>"
     target = record.correction_target or ""
-    think = (f"Asked: {phrases[0]}. Seen: {phrases[1]}, not that." if phrases
+    think = (f"{asked} Seen: {phrases[1]}, not that." if phrases
              else f"\"{query}\": no moment matches; the video shows \"{target}\".")
     return f"<think>{think}</think> <answer>{record.explanation or ''}</answer> <correction>{target}</correction>"
 
 
 def tokenizer_corpus(records: Sequence[RiqRecord]) -> list[str]:
     """The text the tiny tokenizer is trained on: everything the policy reads or writes."""
-    texts = ["system\nYou are a helpful assistant.", "user\n", "assistant\n", "0123456789. to " * 4]
+    texts = ["system\nYou are a helpful assistant.", "user\n", "assistant\n", "0123456789. to " * 4, " In view: yes. no." * 4]
     phrases = verify_phrases(records)
     for r in records:
         texts += [INSTRUCTION.format(query=r.problem), reference_completion(r), reference_completion(r, phrases.get(r.id)),

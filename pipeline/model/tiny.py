@@ -167,7 +167,7 @@ def tiny_config(tokenizer, params: TinyModelParams):
         video_token_id=ids("<|video_pad|>"),
         vision_start_token_id=ids("<|vision_start|>"),
         vision_end_token_id=ids("<|vision_end|>"),
-        tie_word_embeddings=True,
+        tie_word_embeddings=params.tie_word_embeddings,
     )
 
 

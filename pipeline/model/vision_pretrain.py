@@ -22,6 +22,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
+from pipeline.core.events import VideoLog, visible_spans
 from pipeline.core.frames_cache import frames_file, load_frames
 from pipeline.riq.schema import RiqRecord
 
@@ -48,6 +49,30 @@ def visual_vocabulary(records: Sequence[RiqRecord], tokenizer, max_video_share: 
     n = max(1, len(events))
     keep = {i for i, c in df.items() if c >= 2 and c / n <= max_video_share}
     return {v: [(s, e, ids & keep) for s, e, ids in evs] for v, evs in events.items()}
+
+
+def scene_words(log: VideoLog, tokenizer) -> list[tuple[float, float, set[int]]]:
+    """What a synthetic video shows, from its event log: (start, end, token ids) for each span in
+    which an object is in view (its colour, shape and size words, the size only until it first
+    grows or shrinks) and for each event (the object's words and the action's, finite form as in
+    the queries). Denser than :func:`query_words`, which names an object only while one of
+    its queries' events runs: an object in view but idle is then a false negative."""
+    def ids(text: str) -> set[int]:
+        return set(tokenizer(" " + text, add_special_tokens=False)["input_ids"])
+
+    out = []
+    for obj in log.objects:
+        look = ids(f"{obj.color} {obj.shape}")
+        resized = [e.start for e in log.events if e.object_id == obj.id and e.action in ("grows", "shrinks")]
+        size_until = min(resized) if resized else log.duration
+        for s, e in visible_spans(log, obj.id):
+            out.append((s, e, look))
+            if s < size_until:
+                out.append((s, min(e, size_until), ids(obj.size)))
+    for ev in log.events:
+        obj = log.object(ev.object_id)
+        out.append((ev.start, ev.end, ids(f"{obj.color} {obj.shape} {ev.action}")))
+    return out
 
 
 def _video_batch(processor, frames):
@@ -93,14 +118,24 @@ def word_auc(model, processor, records: Sequence[RiqRecord], frames_dir, train_r
 
 
 def pretrain_vision(model, processor, records: Sequence[RiqRecord], frames_dir, *, steps: int, learning_rate: float,
-                    batch_size: int, max_video_share: float, seed: int) -> dict:
+                    batch_size: int, max_video_share: float, seed: int, logs: dict[str, VideoLog] | None = None,
+                    every_token: bool = False) -> dict:
     """Train the vision tower (and the tied word embeddings it is read through) on
-    word targets; returns losses and the share of held-in target words ranked in the top-k."""
+    word targets; returns the losses.
+
+    The words are the visual vocabulary of the records' queries. With ``logs`` (the synthetic
+    event logs), a video that has one is supervised with :func:`scene_words` instead of its
+    queries' words: every object in view, not only those whose events a query names.
+    """
     import torch
     import torch.nn.functional as F
 
 
     vocab = visual_vocabulary(records, processor.tokenizer, max_video_share)
+    if logs:
+        keep = set().union(*(ids for evs in vocab.values() for _, _, ids in evs))
+        dense = {v: [(s, e, ids & keep) for s, e, ids in scene_words(logs[v], processor.tokenizer)] for v in vocab if v in logs}
+        vocab |= dense
     by_video = {r.video: r for r in records if r.video in vocab}
     videos = sorted(by_video)
     words = sorted(set().union(*(ids for evs in vocab.values() for _, _, ids in evs)))
@@ -153,6 +188,9 @@ def pretrain_vision(model, processor, records: Sequence[RiqRecord], frames_dir, 
             logits = log_scale.exp() * (f @ embed[words].T)  # (tokens, words)
             per_group = logits.view(t, -1, len(words)).amax(1)
             g_target, w_target = targets(v, t, ts, tps)
+            if every_token:
+                per_token = logits.view(t, -1, len(words))
+                loss = loss + F.binary_cross_entropy_with_logits(per_token, g_target[:, None].expand_as(per_token))
             loss = loss + F.binary_cross_entropy_with_logits(per_group, g_target)
             loss = loss + F.binary_cross_entropy_with_logits(per_group.amax(0), w_target)
         loss = loss / len(chunk)
@@ -165,6 +203,7 @@ def pretrain_vision(model, processor, records: Sequence[RiqRecord], frames_dir, 
     return {
         "steps": steps,
         "videos": len(videos),
+        "videos_with_event_log": sum(v in (logs or {}) for v in videos),
         "words": len(words),
         "first_loss": round(sum(losses[:k]) / k, 4),
         "last_loss": round(sum(losses[-k:]) / k, 4),

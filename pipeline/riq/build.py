@@ -191,9 +191,10 @@ def build_synthetic(params: RiqParams, annotations: str | Path, frames_dir: str 
         answerable, refusable, seen = per_video[vid]
         donors = [per_video[other][0] for other in sorted(split_ids) if other != vid]
         rng = random.Random(f"{params.seed}:{vid}:shuffled")
-        refusable = refusable + shuffled_drafts(
-            rng, log, answerable, donors, params.shuffled_per_video, seen, params.max_redraws, stats
-        )
+        n_shuffled = params.shuffled_per_video
+        if split == "train" and params.train_shuffled_per_video is not None:
+            n_shuffled = params.train_shuffled_per_video
+        refusable = refusable + shuffled_drafts(rng, log, answerable, donors, n_shuffled, seen, params.max_redraws, stats)
         video_path = str(annotations.parent / log.video)
         stats["videos"][split] += 1
         if not answerable:

@@ -56,7 +56,7 @@ class Estimate:
         return ", ".join(f"{k} {v:.1f}" for k, v in self.parts.items())
 
 
-def model_shape(config, freeze_vision_tower: bool = False) -> ModelShape:
+def model_shape(config, train=None) -> ModelShape:
     """Parameter count and sizes from a Qwen2.5-VL config, on the meta device (no memory, no weights)."""
     import torch
     from transformers import AutoModelForImageTextToText
@@ -65,7 +65,7 @@ def model_shape(config, freeze_vision_tower: bool = False) -> ModelShape:
         model = AutoModelForImageTextToText.from_config(config)
     named = dict(model.named_parameters())
     n = sum(p.numel() for p in named.values())
-    frozen = sum(p.numel() for k, p in named.items() if is_frozen_vision(k)) if freeze_vision_tower else 0
+    frozen = sum(p.numel() for k, p in named.items() if is_frozen(k, train)) if train is not None else 0
     text = getattr(config, "text_config", config)
     heads = text.num_attention_heads
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
@@ -82,9 +82,14 @@ def model_shape(config, freeze_vision_tower: bool = False) -> ModelShape:
     )
 
 
-def is_frozen_vision(name: str) -> bool:
-    """Parameters ``train.freeze_vision_tower`` freezes: the vision tower except its merger."""
-    return ".visual." in f".{name}" and ".merger." not in f".{name}"
+def is_frozen(name: str, train) -> bool:
+    """Whether the ``train`` params (``TrainParams``) freeze the parameter ``name``: the vision
+    blocks (``freeze_vision_tower``), the vision merger (``freeze_vision_merger``), the input word
+    embeddings (``freeze_input_embeddings``; with tied embeddings that is the output head too)."""
+    dotted = f".{name}"
+    if ".visual." in dotted:
+        return train.freeze_vision_merger if ".merger." in dotted else train.freeze_vision_tower
+    return train.freeze_input_embeddings and dotted.endswith(".embed_tokens.weight")
 
 
 def video_tokens(frames_path: str | Path) -> int:
@@ -155,7 +160,7 @@ def check_fits(params: Params, model_dir: str | Path, frames_paths: Iterable[str
     mem = memory_gib or gpu_memory_gib(params)
     if mem is None:
         return None
-    shape = model_shape(AutoConfig.from_pretrained(str(model_dir)), params.train.freeze_vision_tower)
+    shape = model_shape(AutoConfig.from_pretrained(str(model_dir)), params.train)
     paths = sorted(set(frames_paths))
     largest = max(paths, key=lambda f: Path(f).stat().st_size) if paths else None
     prompt = prompt_text_tokens + (video_tokens(largest) if largest else 0)

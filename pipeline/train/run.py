@@ -235,13 +235,13 @@ def resolve_attention(requested: str) -> str:
     return requested
 
 
-def freeze_vision_tower(model) -> int:
-    """Freeze the vision transformer blocks, keep the merger trainable; return the frozen parameter count."""
-    from pipeline.train.memory import is_frozen_vision
+def freeze(model, train) -> int:
+    """Freeze what the ``train`` params say (pipeline.train.memory.is_frozen); return the frozen parameter count."""
+    from pipeline.train.memory import is_frozen
 
     frozen = 0
     for name, param in model.named_parameters():
-        if is_frozen_vision(name):
+        if is_frozen(name, train):
             param.requires_grad_(False)
             frozen += param.numel()
     return frozen
@@ -313,8 +313,8 @@ def build_trainer(params: Params, model_dir: str | Path, riq_path: str | Path, l
     # The config comes first: under ZeRO-3 it makes from_pretrained load the weights already partitioned.
     args = grpo_config(tp, work_dir, weights)
     model, processor = load_policy(model_dir, attn_implementation=resolve_attention(params.model.attn_implementation))
-    if tp.freeze_vision_tower:
-        print(f"[train] vision tower frozen except the merger: {freeze_vision_tower(model):,} parameters", flush=True)
+    if tp.freeze_vision_tower or tp.freeze_vision_merger or tp.freeze_input_embeddings:
+        print(f"[train] frozen: {freeze(model, tp):,} parameters", flush=True)
     dataset, clock = build_dataset(records, lambda q: prompt_text(processor, q), tp.answerable_fraction, tp.seed)
     return VideoGRPOTrainer(
         model=model,

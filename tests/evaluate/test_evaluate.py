@@ -335,7 +335,7 @@ def test_new_metrics_and_item_columns(data, evaluated):
 
 # --------------------------------------------------------------------------- video controls
 def _logs(data) -> dict:
-    from pipeline.evaluate.controls import read_event_logs
+    from pipeline.core.events import read_event_logs
 
     return read_event_logs(data["root"] / "raw" / "annotations.jsonl")
 

@@ -10,6 +10,7 @@ import json
 import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -457,3 +458,23 @@ def test_validate_rejects_unreadable_file(tmp_path):
 def test_committed_schema_is_the_export():
     committed = json.loads((ROOT / "docs" / "riq.schema.json").read_text())
     assert committed == json_schema()
+
+
+def test_train_shuffled_per_video_adds_train_refusals_and_leaves_the_evaluation_split(built, tmp_path):
+    def paths_out(records):  # the two builds sit in different temp folders
+        return [{k: v for k, v in r.items() if k not in ("frames_path", "video_path")} for r in records]
+
+    more = run_build(tmp_path, PARAMS.model_copy(update={"train_shuffled_per_video": 4}))
+    # The evaluation split is the same; so is every train record of the plain build.
+    assert paths_out(more["test"]) == paths_out(built["test"])
+    before = {r["id"]: r for r in paths_out(built["train"])}
+    after = {r["id"]: r for r in paths_out(more["train"])}
+    assert all(after[i] == r for i, r in before.items())
+    shuffled = Counter(r["video"] for r in more["train"] if r["kind"] == "shuffled")
+    # 6 train videos, 4 each (2 in the plain build); every one comes from another train video and matches no event.
+    assert shuffled == {v: 4 for v in {r["video"] for r in built["train"]}}
+    answerable = {(r["video"], r["problem"]) for r in more["train"] if r["task_type"] == "answerable"}
+    for r in (r for r in more["train"] if r["kind"] == "shuffled"):
+        assert {v for v, p in answerable if p == r["problem"]} - {r["video"]}
+        assert events_for(parse(r["problem"]), LOGS[r["video"]]) == []
+    assert len({r["problem"] for r in more["train"] if r["kind"] == "shuffled" and r["video"] == "vid_a"}) == 4

@@ -113,6 +113,7 @@ def test_profile_switch_writes_values_into_params_yaml_and_back(tmp_path):
     assert gpu.profile == "gpu8" and gpu.model.hub_id == "Qwen/Qwen2.5-VL-7B-Instruct" and gpu.model.source == "hub"
     assert (gpu.train.learning_rate, gpu.train.launch.num_processes, gpu.train.launch.deepspeed) == (5e-7, 8, "zero3")
     assert gpu.frames.total_pixels == 3584 * 28 * 28 and gpu.train.freeze_vision_tower and gpu.train.bf16
+    assert not gpu.train.freeze_vision_merger and not gpu.train.freeze_input_embeddings  # the CPU default freezes them
     assert changed["train.learning_rate"] == (Params().train.learning_rate, 5e-7)
     assert gpu.evaluate.max_new_tokens == 512  # evaluation as long as training (issue 17, bug 3)
     # keys no profile lists are kept

@@ -1,0 +1,110 @@
+"""The `look` think of the tiny model: its targets, the weight on its yes/no token, and that
+make_model reads only the train videos' event logs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from pipeline.core.events import VideoLog
+from pipeline.model.make import SFTCollator, _features, train_event_logs, weighted_trainer
+from pipeline.model.targets import look_check, reference_completion
+from pipeline.riq.schema import RiqRecord
+from riq.test_riq import LOGS, run_build  # tests/ is on the path (pyproject)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A real synthetic RIQ of the 8 hand-written logs of tests/riq/test_riq.py (6 train videos)."""
+    root = tmp_path_factory.mktemp("look")
+    out = run_build(root)
+    return root, [RiqRecord.model_validate(r) for r in out["train"]]
+
+
+def _record(video: str, problem: str) -> RiqRecord:
+    return RiqRecord.model_validate({
+        "id": f"{video}-q0", "video": video, "video_path": f"videos/{video}.mp4", "duration": 8.0, "source": "synthetic",
+        "problem": problem, "task_type": "answerable", "kind": "answerable", "gt_answers": [{"answer": [0.0, 2.0]}],
+        "reference_answer": "0.00 to 2.00", "contrast_answer": "No segment is relevant.", "difficulty": "original"})
+
+
+def test_look_check_is_the_query_colour_against_the_log():
+    # vid_e shows an orange tall bar and a green square; vid_f a purple square.
+    rec = _record("vid_e", "the large orange tall bar moves down")
+    assert look_check(rec, LOGS["vid_e"]) == ("orange", True)
+    assert look_check(rec, LOGS["vid_f"]) == ("orange", False)
+    assert look_check(_record("vid_e", "somebody opens a door"), LOGS["vid_e"]) is None  # not a synthetic query
+    assert look_check(rec, None) is None
+
+
+def test_reference_completion_with_the_look_think():
+    rec = _record("vid_e", "the large orange tall bar moves down")
+    phrases = ("the large orange tall bar moving down", "the large orange tall bar moving down")
+    assert reference_completion(rec, phrases, ("orange", True)) == (
+        "<think>Asked: the large orange tall bar moving down. In view: orange yes. Seen: the large orange tall bar "
+        "moving down, from 0.00 to 2.00 seconds.</think> <answer>0.00 to 2.00</answer> <correction>NIL</correction>")
+    # Without phrases there is nothing to look for: the quoting think, as before.
+    assert reference_completion(rec, None, ("orange", True)) == reference_completion(rec)
+
+
+def test_train_event_logs_hold_only_the_train_videos(built, tmp_path):
+    root, records = built
+    logs = train_event_logs(root / "raw" / "annotations.jsonl", records)
+    assert sorted(logs) == sorted({r.video for r in records}) and len(logs) == 6  # 2 of the 8 videos are the test split
+    assert all(isinstance(log, VideoLog) for log in logs.values())
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps(json.loads(LOGS["vid_a"].model_dump_json()) | {"video_id": "elsewhere"}) + "\n")
+    assert train_event_logs(other, records) is None  # a file without the train videos (another source)
+
+
+def test_look_weight_lands_on_the_yes_no_token_and_weights_the_loss(built):
+    from pipeline.core.params import TinyModelParams
+    from pipeline.model.targets import tokenizer_corpus
+    from pipeline.model.tiny import build_processor, build_tiny_model, train_tokenizer
+
+    tiny = TinyModelParams(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, intermediate_size=64,
+                           vision_depth=1, vision_hidden_size=16, vision_num_heads=1, vocab_size=400, tie_word_embeddings=False)
+
+    import numpy as np
+
+    from pipeline.core.frames_cache import VideoFrames, save_frames
+
+    root, records = built
+    logs = {v: LOGS[v] for v in {r.video for r in records}}
+    frames = root / "frames28"  # the RIQ build's stand-in frames are 4x4, below one merged patch
+    for v in logs:
+        save_frames(frames / f"{v}.npz", VideoFrames(frames=np.zeros((4, 28, 28, 3), np.uint8), timestamps=np.arange(4) / 2.0,
+                                                    meta={"sample_fps": 2.0, "duration": 2.0}))
+    records = [r.model_copy(update={"frames_path": str(frames / f"{r.video}.npz")}) for r in records]
+    feats = [f for f in _features(records, frames, "look", records, logs) if f["look_at"] is not None][:3]
+    assert feats
+    tok = train_tokenizer(tokenizer_corpus(records), 400)
+    processor = build_processor(tok)
+    batch = SFTCollator(processor, look_weight=20.0)(feats)
+    weights = batch["loss_weights"]
+    for row, f in enumerate(feats):
+        heavy = (weights[row] == 20.0).nonzero().flatten().tolist()
+        assert len(heavy) == 1
+        # The first token of the yes/no word (this toy vocabulary splits "yes").
+        word, piece = f["completion"][f["look_at"]:].split()[0].rstrip("."), tok.decode(batch["input_ids"][row, heavy[0]]).strip()
+        assert piece and word.startswith(piece) and word in ("yes", "no")
+        assert tok.decode(batch["input_ids"][row, heavy[0] - 3 : heavy[0]]).endswith(f["completion"][: f["look_at"]].split()[-1])
+        assert torch.equal(weights[row] > 0, batch["labels"][row] != -100)
+    # The loss is the weighted mean of the per-token cross-entropies (next-token shift), by hand.
+    torch.manual_seed(0)
+    model = build_tiny_model(tok, tiny)
+    trainer = weighted_trainer().__new__(weighted_trainer())
+    loss = trainer.compute_loss(model, dict(batch))
+    with torch.no_grad():
+        logits = model(**{k: v for k, v in batch.items() if k not in ("labels", "loss_weights")}).logits
+    total = norm = 0.0
+    for row in range(len(feats)):
+        for t in range(1, batch["labels"].shape[1]):
+            label, w = int(batch["labels"][row, t]), float(weights[row, t])
+            if label != -100:
+                total += w * float(-logits[row, t - 1].log_softmax(-1)[label])
+                norm += w
+    assert float(loss) == pytest.approx(total / norm, rel=1e-4)
+    assert SFTCollator(processor)(feats).get("loss_weights") is None  # weight 1: the model's own loss
