@@ -1,0 +1,81 @@
+"""Does the tiny model see the query's colour? Two numbers for a model folder (docs/MODEL.md).
+
+    python scripts/look_probe.py models/base [data/riq/eval/synthetic.jsonl]
+
+- ``tower_colour_auc``: for every video of the records and every colour, the best video token's
+  score for the colour word against "an object of this colour is in the video" (event log);
+  also for the shape and size words. 0.5 = chance.
+- ``look_auc``: teacher-forced, after ``<think>Asked: A. In view: C``, the yes-minus-no logit for
+  up to 100 answerable queries, each asked of its own video and of 6 others; AUC of that logit
+  against "the video has an object of colour C". ``yes_rate`` = share with logit > 0.
+
+Prints one JSON line. Needs data/raw/annotations.jsonl (synthetic source).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+
+import torch
+
+from pipeline.core.events import read_event_logs
+from pipeline.core.frames_cache import load_frames
+from pipeline.core.io import read_jsonl
+from pipeline.model.targets import look_check, look_prefix, verify_phrases
+from pipeline.model.video_inputs import batch_inputs, load_policy, prompt_text
+from pipeline.model.vision_pretrain import _video_batch
+from pipeline.riq.schema import RiqRecord
+from pipeline.riq.synthetic import COLORS, SHAPES, SIZES
+
+
+def auc(pos: list[float], neg: list[float]) -> float:
+    n = torch.tensor(neg)
+    return round(sum(float((p > n).sum() + 0.5 * (p == n).sum()) for p in pos) / (len(pos) * len(neg)), 3)
+
+
+def main(model_dir: str, riq: str) -> dict:
+    torch.set_num_threads(1)
+    model, processor = load_policy(model_dir)
+    model.eval()
+    tok = processor.tokenizer
+    logs = read_event_logs("data/raw/annotations.jsonl")
+    records = [RiqRecord.model_validate(o) for _, o in read_jsonl(riq)]
+    load = functools.lru_cache(maxsize=256)(load_frames)
+    word = lambda w: tok(" " + w, add_special_tokens=False)["input_ids"][-1]  # noqa: E731
+    groups = {"colour": list(COLORS), "shape": [s.split()[0] for s in SHAPES], "size": list(SIZES)}
+    scores = {g: ([], []) for g in groups}
+    videos = sorted({r.video: r.frames_path for r in records}.items())
+    embed = model.get_input_embeddings().weight
+    with torch.no_grad():
+        for video, path in videos:
+            out = model.model.visual(*_video_batch(processor, load(path)))
+            feats = out.pooler_output if hasattr(out, "pooler_output") else out
+            have = {"colour": {o.color for o in logs[video].objects}, "shape": {o.shape.split()[0] for o in logs[video].objects},
+                    "size": {o.size for o in logs[video].objects}}
+            for g, words in groups.items():
+                for w, s in zip(words, (feats @ embed[[word(w) for w in words]].T).amax(0).tolist()):
+                    scores[g][0 if w in have[g] else 1].append(s)
+    phrases = verify_phrases(records)
+    asked = [r for r in records if r.task_type == "answerable" and r.id in phrases and look_check(r, logs[r.video])][:100]
+    yes, no = tok(" yes", add_special_tokens=False)["input_ids"], tok(" no", add_special_tokens=False)["input_ids"]
+    k = next(i for i, (a, b) in enumerate(zip(yes, no)) if a != b)  # the first token that differs
+    lead = tok.decode(yes[:k])
+    pos, neg = [], []
+    with torch.no_grad():
+        for r in asked:
+            colour = look_check(r, logs[r.video])[0]
+            for video, path in [*videos[:6], (r.video, r.frames_path)]:
+                text = prompt_text(processor, r.problem) + "<think>" + look_prefix(phrases[r.id][0], colour) + lead
+                logits = model(**batch_inputs(processor, [text], [load(path)])).logits[0, -1]
+                s = float(logits[yes[k]] - logits[no[k]])
+                (pos if colour in {o.color for o in logs[video].objects} else neg).append(s)
+    return {"model": model_dir, "videos": len(videos),
+            "tower_auc": {g: auc(*scores[g]) for g in groups},
+            "look_auc": auc(pos, neg), "yes_rate_in_view": round(sum(p > 0 for p in pos) / len(pos), 3),
+            "yes_rate_not_in_view": round(sum(x > 0 for x in neg) / len(neg), 3), "pairs": [len(pos), len(neg)]}
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "data/riq/eval/synthetic.jsonl")))
