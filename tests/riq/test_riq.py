@@ -342,7 +342,8 @@ def test_missing_frames_and_bad_logs_are_quarantined_and_nothing_is_lost(tmp_pat
 def test_stage_entry_point_reads_params(tmp_path):
     ann, frames = write_inputs(tmp_path)
     params = tmp_path / "params.yaml"
-    params.write_text("riq:\n  hard_per_event: 1\n  medium_per_event: 0\n  shuffled_per_video: 0\n")
+    # train_shuffled_per_video null: the train split follows shuffled_per_video (0) too.
+    params.write_text("riq:\n  hard_per_event: 1\n  medium_per_event: 0\n  shuffled_per_video: 0\n  train_shuffled_per_video: null\n")
     subprocess.run(
         [sys.executable, "-m", "stages.build_riq", "--annotations", str(ann), "--frames", str(frames),
          "--out", str(tmp_path / "riq"), "--stats", str(tmp_path / "s.json"), "--params", str(params)],
