@@ -36,8 +36,7 @@ SOURCES = {
                                                        "-c:v", "libx264", "-pix_fmt", "yuv420p"], "mkv"),
     "odd444": ("testsrc2=size=65x49:rate=15:duration=2", ["-c:v", "libx264", "-pix_fmt", "yuv444p"], "mp4"),
     "vp9_odd": ("testsrc2=size=33x65:rate=15:duration=2", ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8"], "webm"),
-    "hevc_ntsc": ("testsrc2=size=80x60:rate=30000/1001:duration=2", ["-c:v", "libx265", "-pix_fmt", "yuv420p", "-tag:v", "hvc1",
-                                                                     "-x265-params", "log-level=none"], "mp4"),
+    "hevc_ntsc": ("testsrc2=size=80x60:rate=30000/1001:duration=2", ["-c:v", "libx265", "-pix_fmt", "yuv420p", "-tag:v", "hvc1"], "mp4"),
 }
 ROTATED = {"rot90": 90, "rot270": -90, "rot180": 180}
 
