@@ -78,6 +78,11 @@ def reference_completion(record: RiqRecord, phrases: tuple[str, str] | None = No
                  else f"\"{query}\": it happens from {span} seconds.")
         return f"<think>{think}</think> <answer>{span}</answer> <correction>{NIL}</correction>"
     target = record.correction_target or ""
+    if look and phrases and not look[1]:
+        # Nothing of the asked colour is in view: that settles it, so the decision follows the look
+        # token at once. With a "Seen:" phrase after it, the decoder decided on that phrase instead,
+        # which it mostly copies from the query (the look said no, the answer gave a segment).
+        return f"<think>{asked}</think> <answer>{record.explanation or ''}</answer> <correction>{target}</correction>"
     think = (f"{asked} Seen: {phrases[1]}, not that." if phrases
              else f"\"{query}\": no moment matches; the video shows \"{target}\".")
     return f"<think>{think}</think> <answer>{record.explanation or ''}</answer> <correction>{target}</correction>"

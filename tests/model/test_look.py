@@ -49,6 +49,24 @@ def test_reference_completion_with_the_look_think():
     assert reference_completion(rec, None, ("orange", True)) == reference_completion(rec)
 
 
+def test_a_look_that_finds_nothing_ends_the_think_with_the_refusal():
+    # The same query taken to vid_f (a shuffled refusal): no orange object there, so the think
+    # stops at the look and the refusal follows it; no "Seen:" phrase for the decision to copy.
+    rec = RiqRecord.model_validate(_record("vid_f", "the large orange tall bar moves down").model_dump() | {
+        "id": "vid_f-q9", "task_type": "refusable", "kind": "shuffled", "difficulty": None, "gt_answers": [{"answer": [-1.0, -1.0]}],
+        "refusable_queries": [{"problem": "the small purple square appears", "gt_answers": [{"answer": [1.0, 2.5]}]}],
+        "explanation": "No segment is relevant: the video shows the small purple square appearing, not the large orange tall bar moving down.",
+        "reference_answer": "No segment is relevant.", "contrast_answer": "1.00 to 2.50"})
+    phrases = ("the large orange tall bar moving down", "the small purple square appearing")
+    assert reference_completion(rec, phrases, ("orange", False)) == (
+        "<think>Asked: the large orange tall bar moving down. In view: orange no.</think> <answer>No segment is relevant: "
+        "the video shows the small purple square appearing, not the large orange tall bar moving down.</answer> "
+        "<correction>the small purple square appears</correction>")
+    # The colour in view but another event: the think still names what is seen before refusing.
+    assert reference_completion(rec, phrases, ("orange", True)).startswith(
+        "<think>Asked: the large orange tall bar moving down. In view: orange yes. Seen: the small purple square appearing, not that.</think>")
+
+
 def test_train_event_logs_hold_only_the_train_videos(built, tmp_path):
     root, records = built
     logs = train_event_logs(root / "raw" / "annotations.jsonl", records)
