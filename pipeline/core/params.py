@@ -394,7 +394,7 @@ class TrainParams(Section):
 
 # --------------------------------------------------------------------------- evaluate
 class ControlsParams(Section):
-    blind: bool = Field(True, description="Also run every model on a constant grey video of the same length, size and fps as each record's video (same video token count, no information); adds control.blind (the whole metric block) and visual_gain.relevance.{accuracy,f1_macro} (true - blind) per model.")
+    blind: bool = Field(True, description="Also run every model on a constant grey video of the same length, size and fps as each record's video (same video token count, no information); adds control.blind (the whole metric block) and visual_gain.relevance.{accuracy,f1_macro,balanced_accuracy} (true - blind) per model.")
     swapped: bool = Field(True, description="Also run every model on each answerable record with its video replaced by another test video whose queries do not include it (seeded derangement over videos; on synthetic data also checked against the event log); the right output is a refusal. Adds control.swapped.{refusal_rate,n} per model.")
     seed: int = Field(0, description="Seed of the swapped control's derangement of videos (donor video per record).")
 

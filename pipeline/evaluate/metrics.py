@@ -162,9 +162,11 @@ def _prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
 
 def relevance(t: ItemTable, **_) -> dict[str, float]:
     """Relevant/irrelevant classification. No predictions -> precision 0; no support ->
-    recall 0; P + R = 0 -> F1 0; f1_macro averages the classes that have support."""
+    recall 0; P + R = 0 -> F1 0; f1_macro and balanced_accuracy (the mean recall) average the
+    classes that have support. Balanced accuracy does not reward the majority class: on a set
+    that is 70% refusable, refusing everything scores 0.70 accuracy but 0.50 balanced."""
     out: dict[str, float] = {}
-    f1s = []
+    f1s, recalls = [], []
     for name, gold, pred in (
         ("relevant", t.answerable, t.pred_relevant),
         ("irrelevant", ~t.answerable, t.pred_irrelevant),
@@ -174,9 +176,11 @@ def relevance(t: ItemTable, **_) -> dict[str, float]:
         out |= {f"precision_{name}": p, f"recall_{name}": r, f"f1_{name}": f1}
         if gold.any():
             f1s.append(f1)
+            recalls.append(r)
     correct = (t.answerable & t.pred_relevant) | (~t.answerable & t.pred_irrelevant)
     out["accuracy"] = _mean(correct.astype(float))
     out["f1_macro"] = float(np.mean(f1s)) if f1s else 0.0
+    out["balanced_accuracy"] = float(np.mean(recalls)) if recalls else 0.0
     return out
 
 
@@ -294,7 +298,7 @@ def compute_metrics(
 
 
 # --------------------------------------------------------------------------- video controls
-VISUAL_GAIN_KEYS = ("accuracy", "f1_macro")
+VISUAL_GAIN_KEYS = ("accuracy", "f1_macro", "balanced_accuracy")
 
 
 def swapped_block(t: ItemTable) -> dict[str, float]:

@@ -93,7 +93,7 @@ def write_plots(items: pd.DataFrame, out_dir: str | Path, models: Sequence[str])
 # --------------------------------------------------------------------------- report
 # Overall table rows: these prefixes of the flattened metrics, in this order (by_* breakdowns stay in metrics.json).
 HEADLINE = (
-    "n_items", "format_rate", "reward.", "relevance.accuracy", "relevance.f1_", "relevance.recall_", "ra_iou.", "grounding.",
+    "n_items", "format_rate", "reward.", "relevance.accuracy", "relevance.balanced_accuracy", "relevance.f1_", "relevance.recall_", "ra_iou.", "grounding.",
     "explanation.", "correction.", "rt_iou.", "judge.",
 )
 
@@ -102,6 +102,7 @@ HEADLINE = (
 CONTROL_ROWS = (
     "relevance.accuracy", "control.blind.relevance.accuracy", "visual_gain.relevance.accuracy",
     "relevance.f1_macro", "control.blind.relevance.f1_macro", "visual_gain.relevance.f1_macro",
+    "relevance.balanced_accuracy", "control.blind.relevance.balanced_accuracy", "visual_gain.relevance.balanced_accuracy",
     "ra_iou.mean", "control.blind.ra_iou.mean", "control.swapped.refusal_rate", "control.swapped.n",
 )
 

@@ -465,7 +465,7 @@ def test_metrics_json_holds_controls_and_visual_gain(data, evaluated):
         blind = block["control"]["blind"]
         assert set(blind) == set(block) - {"control", "visual_gain", "coverage"}  # the same metric block (coverage: of the set, once)
         assert blind["n_items"] == block["n_items"] == len(data["records"])
-        for k in ("accuracy", "f1_macro"):
+        for k in ("accuracy", "f1_macro", "balanced_accuracy"):
             assert block["visual_gain"]["relevance"][k] == block["relevance"][k] - blind["relevance"][k]
         sw = block["control"]["swapped"]
         assert set(sw) == {"n", "refusal_rate"} and sw["n"] == n_answerable

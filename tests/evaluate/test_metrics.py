@@ -97,6 +97,7 @@ def test_relevance(result):
     assert (r["precision_irrelevant"], r["recall_irrelevant"], r["f1_irrelevant"]) == pytest.approx((1 / 2, 1 / 3, 2 / 5))
     assert r["accuracy"] == pytest.approx(4 / 8)  # A1 A2 A3 R1
     assert r["f1_macro"] == pytest.approx((2 / 3 + 2 / 5) / 2)  # 8/15
+    assert r["balanced_accuracy"] == pytest.approx((3 / 5 + 1 / 3) / 2)  # 7/15
 
 
 def test_ra_iou_and_grounding(result):
@@ -400,8 +401,8 @@ def test_non_sbert_metrics_on_100k_items_are_fast():
 #   A1 "2 to 6" (span), A2-A5 a refusal, R1 R2 a refusal, R3 no tags.
 #   relevant: tp A1, fp 0, fn A2-A5 -> P 1, R 1/5, F1 = 2 x .2 / 1.2 = 1/3
 #   irrelevant: predicted A2 A3 A4 A5 R1 R2; tp R1 R2 = 2, fp 4, fn R3 -> P 1/3, R 2/3, F1 = 4/9
-#   accuracy A1 R1 R2 = 3/8; f1_macro (1/3 + 4/9) / 2 = 7/18
-# visual_gain: accuracy 1/2 - 3/8 = 1/8; f1_macro 8/15 - 7/18 = 13/90.
+#   accuracy A1 R1 R2 = 3/8; f1_macro (1/3 + 4/9) / 2 = 7/18; balanced accuracy (1/5 + 2/3) / 2 = 13/30
+# visual_gain: accuracy 1/2 - 3/8 = 1/8; f1_macro 8/15 - 7/18 = 13/90; balanced accuracy 7/15 - 13/30 = 1/30.
 # Swapped run of A1-A5 on video v2: refusal, span, no tags, refusal, span -> refusal_rate 2/5 (no tags is no refusal).
 REFUSE = full("No segment is relevant.")
 BLIND = [full("2 to 6"), REFUSE, REFUSE, REFUSE, REFUSE, REFUSE, REFUSE, "no tags"]
@@ -417,7 +418,8 @@ def test_control_blocks_by_hand(result):
     assert (b["relevance"]["precision_relevant"], b["relevance"]["recall_relevant"], b["relevance"]["f1_relevant"]) == pytest.approx((1, 1 / 5, 1 / 3))
     assert (b["relevance"]["precision_irrelevant"], b["relevance"]["recall_irrelevant"], b["relevance"]["f1_irrelevant"]) == pytest.approx((1 / 3, 2 / 3, 4 / 9))
     assert (b["relevance"]["accuracy"], b["relevance"]["f1_macro"]) == pytest.approx((3 / 8, 7 / 18))
-    assert out["visual_gain"] == {"relevance": pytest.approx({"accuracy": 1 / 8, "f1_macro": 13 / 90})}
+    assert b["relevance"]["balanced_accuracy"] == pytest.approx(13 / 30)
+    assert out["visual_gain"] == {"relevance": pytest.approx({"accuracy": 1 / 8, "f1_macro": 13 / 90, "balanced_accuracy": 1 / 30})}
     assert out["control"]["swapped"] == {"n": 5, "refusal_rate": pytest.approx(2 / 5)}
     # A control that did not run leaves no key; none at all adds nothing.
     assert set(metrics.control_blocks(result, None, swapped, WEIGHTS)) == {"control"}
