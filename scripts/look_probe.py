@@ -8,6 +8,8 @@
 - ``look_auc``: teacher-forced, after ``<think>Asked: A. In view: C``, the yes-minus-no logit for
   up to 100 answerable queries, each asked of its own video and of 6 others; AUC of that logit
   against "the video has an object of colour C". ``yes_rate`` = share with logit > 0.
+- ``shape_look_auc`` / ``size_look_auc``: on the pairs whose video has colour C, the same logit after
+  ``In view: C yes, S`` (and ``…, S yes, Z``) against "the object of colour C has shape S (size Z)".
 
 Prints one JSON line. Needs data/raw/annotations.jsonl (synthetic source).
 """
@@ -27,7 +29,7 @@ from pipeline.model.targets import look_check, look_prefix, verify_phrases
 from pipeline.model.video_inputs import batch_inputs, load_policy, prompt_text
 from pipeline.model.vision_pretrain import _video_batch
 from pipeline.riq.schema import RiqRecord
-from pipeline.riq.synthetic import COLORS, SHAPES, SIZES
+from pipeline.riq.synthetic import COLORS, SHAPES, SIZES, parse_query
 
 
 def auc(pos: list[float], neg: list[float]) -> float:
@@ -63,17 +65,35 @@ def main(model_dir: str, riq: str) -> dict:
     k = next(i for i, (a, b) in enumerate(zip(yes, no)) if a != b)  # the first token that differs
     lead = tok.decode(yes[:k])
     pos, neg = [], []
+    # The shape and size checks, teacher-forced after a "yes" for the colour, on the videos that
+    # have the colour: yes-minus-no against "the object of that colour has the asked shape / size".
+    attr = {"shape": ([], []), "size": ([], [])}
     with torch.no_grad():
         for r in asked:
             colour = look_check(r, logs[r.video])[0]
+            subject = parse_query(" ".join(r.problem.split())).subject
             for video, path in [*videos[:6], (r.video, r.frames_path)]:
                 text = prompt_text(processor, r.problem) + "<think>" + look_prefix(phrases[r.id][0], colour) + lead
                 logits = model(**batch_inputs(processor, [text], [load(path)])).logits[0, -1]
                 s = float(logits[yes[k]] - logits[no[k]])
-                (pos if colour in {o.color for o in logs[video].objects} else neg).append(s)
+                obj = next((o for o in logs[video].objects if o.color == colour), None)
+                (pos if obj else neg).append(s)
+                if obj is None:
+                    continue
+                said = look_prefix(phrases[r.id][0], colour) + " yes"
+                for name in ("shape", "size"):
+                    said += f", {getattr(subject, name)}"
+                    text = prompt_text(processor, r.problem) + "<think>" + said + lead
+                    logits = model(**batch_inputs(processor, [text], [load(path)])).logits[0, -1]
+                    ok = getattr(obj, name) == getattr(subject, name)
+                    attr[name][0 if ok else 1].append(float(logits[yes[k]] - logits[no[k]]))
+                    said += " yes"
     return {"model": model_dir, "videos": len(videos),
             "tower_auc": {g: auc(*scores[g]) for g in groups},
-            "look_auc": auc(pos, neg), "yes_rate_in_view": round(sum(p > 0 for p in pos) / len(pos), 3),
+            "look_auc": auc(pos, neg),
+            "shape_look_auc": auc(*attr["shape"]) if all(attr["shape"]) else None,
+            "size_look_auc": auc(*attr["size"]) if all(attr["size"]) else None,
+            "attr_pairs": {n: [len(a), len(b)] for n, (a, b) in attr.items()}, "yes_rate_in_view": round(sum(p > 0 for p in pos) / len(pos), 3),
             "yes_rate_not_in_view": round(sum(x > 0 for x in neg) / len(neg), 3), "pairs": [len(pos), len(neg)]}
 
 

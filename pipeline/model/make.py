@@ -88,10 +88,11 @@ class SFTCollator:
         for row, f in enumerate(features):
             if f.get("look_at") is None:
                 continue
-            # Qwen's pre-tokenizer splits before the space of " yes", so the prefix's tokens are the completion's first k.
-            k = len(tok(f["completion"][: f["look_at"]], add_special_tokens=False)["input_ids"])
-            col = int((batch["labels"][row] != IGNORE_INDEX).nonzero()[0]) + k
-            weights[row, col] = self.look_weight
+            first = int((batch["labels"][row] != IGNORE_INDEX).nonzero()[0])
+            for at in f["look_at"]:
+                # Qwen's pre-tokenizer splits before the space of " yes", so the prefix's tokens are the completion's first k.
+                k = len(tok(f["completion"][:at], add_special_tokens=False)["input_ids"])
+                weights[row, first + k] = self.look_weight
         return weights
 
 
@@ -117,22 +118,24 @@ def weighted_trainer():
 
 
 def _features(records: Sequence[RiqRecord], frames_dir, think: str, context: Sequence[RiqRecord] | None = None,
-              logs: dict | None = None) -> list[dict]:
+              logs: dict | None = None, look_attributes: Sequence[str] = ("color",)) -> list[dict]:
     """Warm-start examples of ``records``. The verify phrases are read from ``context`` (default
     ``records``): all train records of the same videos, because an answerable record's phrase
     comes from a refusal of its video, which the taught subset may not hold."""
     phrases = verify_phrases(records if context is None else context) if think in ("verify", "look") else {}
-    from pipeline.model.targets import look_check
+    from pipeline.model.targets import look_checks, look_text
     out = []
     for r in records:
         path = frames_file(r, frames_dir)
         if not path.is_file():
             raise InputError(f"{path}: record {r.id}: frames_path: frames file not found")
-        look = look_check(r, (logs or {}).get(r.video)) if think == "look" else None
+        look = look_checks(r, (logs or {}).get(r.video), look_attributes) if think == "look" else None
         completion = reference_completion(r, phrases.get(r.id), look)
-        # Where the yes/no of the look think starts (the SFT loss can weight that token).
-        marker = f" In view: {look[0]}" if look and r.id in phrases else None
-        look_at = completion.index(marker) + len(marker) if marker else None
+        # Where the yes/no words of the look think start (the SFT loss can weight those tokens).
+        look_at = None
+        if look and r.id in phrases:
+            think_text, offsets = look_text(phrases[r.id][0], look)
+            look_at = [completion.index(think_text) + k for k in offsets]
         out.append({"id": r.id, "problem": r.problem, "frames": str(path), "completion": completion, "look_at": look_at})
     return out
 
@@ -211,7 +214,7 @@ def warm_start(model, processor, records: Sequence[RiqRecord], frames_dir, param
         trainer = weighted_trainer()(
             model=model,
             args=args,
-            train_dataset=_features(records, frames_dir, params.think, context, logs),
+            train_dataset=_features(records, frames_dir, params.think, context, logs, params.look_attributes),
             data_collator=SFTCollator(processor, look_weight=params.look_weight),
         )
         out = trainer.train()
@@ -325,7 +328,8 @@ def _make_tiny(params: ModelParams, records, frames_dir, out: Path, frames: Fram
         summary["vision_pretrain"] = pretrain_vision(
             model, processor, fit, frames_dir, steps=vp.steps, learning_rate=vp.learning_rate,
             batch_size=vp.batch_size, max_video_share=vp.max_video_share, seed=params.tiny.seed, logs=logs,
-            every_token=vp.every_token)
+            every_token=vp.every_token, located=vp.located, logs_all_words=vp.all_log_words,
+            shift=vp.shift, colour_everywhere=vp.colour_everywhere)
         if held:
             summary["vision_pretrain"]["holdout_word_auc_before"] = before
             summary["vision_pretrain"]["holdout_word_auc"] = word_auc(

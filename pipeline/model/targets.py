@@ -44,22 +44,51 @@ def look_check(record: RiqRecord, log) -> tuple[str, bool] | None:
     """(colour, in view) for the ``look`` think: the colour of the query's subject, and whether the
     synthetic video ``log`` has an object of that colour at all. None when the query is not a
     synthetic one or there is no log."""
+    checks = look_checks(record, log)
+    return checks[0] if checks else None
+
+
+def look_checks(record: RiqRecord, log, attributes: Sequence[str] = ("color", "shape", "size")) -> list[tuple[str, bool]] | None:
+    """The checks of the ``look`` think, in order, as (word, true): whether the video ``log`` has an
+    object of the query subject's colour; then, of that object (colours are unique within a
+    synthetic video), whether it has the asked shape, then the asked size. The checks stop at the
+    first false one, which settles the refusal. None when the query is not a synthetic one or there
+    is no log."""
     from pipeline.riq.synthetic import parse_query
 
     query = parse_query(" ".join(record.problem.split())) if log is not None else None
     if query is None:
         return None
-    colour = query.subject.color
-    return colour, any(o.color == colour for o in log.objects)
+    subject = query.subject
+    obj = next((o for o in log.objects if o.color == subject.color), None)
+    out = []
+    for name in attributes:
+        asked = getattr(subject, name)
+        out.append((asked, obj is not None and getattr(obj, name) == asked))
+        if not out[-1][1]:
+            break
+    return out
 
 
 def look_prefix(asked: str, colour: str) -> str:
-    """The `look` think up to its yes/no: the restated query, then the colour looked for. The
+    """The `look` think up to its first yes/no: the restated query, then the colour looked for. The
     yes/no comes right after the colour word, so the decoder reads the video at that token."""
     return f"Asked: {asked}. In view: {colour}"
 
 
-def reference_completion(record: RiqRecord, phrases: tuple[str, str] | None = None, look: tuple[str, bool] | None = None) -> str:
+def look_text(asked: str, checks: Sequence[tuple[str, bool]]) -> tuple[str, list[int]]:
+    """The look think's text ("Asked: A. In view: red yes, tall bar no.") and the character offsets
+    of its yes/no words (the tokens the video alone decides; the warm start weights them)."""
+    text, at = f"Asked: {asked}. In view:", []
+    for n, (word, ok) in enumerate(checks):
+        text += ("," if n else "") + f" {word}"
+        at.append(len(text))
+        text += " yes" if ok else " no"
+    return text + ".", at
+
+
+def reference_completion(record: RiqRecord, phrases: tuple[str, str] | None = None,
+                         look: Sequence[tuple[str, bool]] | tuple[str, bool] | None = None) -> str:
     """The ideal completion for a record: the warm-start target.
 
     With ``phrases`` (asked, seen) the think verifies: it restates the asked event, then
@@ -67,20 +96,23 @@ def reference_completion(record: RiqRecord, phrases: tuple[str, str] | None = No
     agree. A tiny decoder cannot judge a whole query against the video in one token (it
     learns the wording's prior instead, docs/MODEL.md); naming what is seen checks each
     attribute where it is written, and the decision is then a comparison of two texts.
-    Without phrases the think opens by quoting the query, and the decision follows it.
+    With ``look`` (the checks of :func:`look_checks`, or one (colour, in view) pair) the think
+    first checks the video attribute by attribute. Without phrases the think opens by quoting
+    the query, and the decision follows it.
     """
     query = " ".join(record.problem.split())
-    asked = look_prefix(phrases[0], look[0]) + (" yes." if look[1] else " no.") if (look and phrases) else (
-        f"Asked: {phrases[0]}." if phrases else None)
+    if look and isinstance(look[0], str):
+        look = [look]
+    asked = look_text(phrases[0], look)[0] if (look and phrases) else (f"Asked: {phrases[0]}." if phrases else None)
     if record.task_type == "answerable":
         span = format_span(*record.span)
         think = (f"{asked} Seen: {phrases[1]}, from {span} seconds." if phrases
                  else f"\"{query}\": it happens from {span} seconds.")
         return f"<think>{think}</think> <answer>{span}</answer> <correction>{NIL}</correction>"
     target = record.correction_target or ""
-    if look and phrases and not look[1]:
-        # Nothing of the asked colour is in view: that settles it, so the decision follows the look
-        # token at once. With a "Seen:" phrase after it, the decoder decided on that phrase instead,
+    if look and phrases and not look[-1][1]:
+        # The video lacks what was asked: that settles it, so the decision follows the look token
+        # at once. With a "Seen:" phrase after it, the decoder decided on that phrase instead,
         # which it mostly copies from the query (the look said no, the answer gave a segment).
         return f"<think>{asked}</think> <answer>{record.explanation or ''}</answer> <correction>{target}</correction>"
     think = (f"{asked} Seen: {phrases[1]}, not that." if phrases

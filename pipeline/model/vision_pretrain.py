@@ -75,6 +75,108 @@ def scene_words(log: VideoLog, tokenizer) -> list[tuple[float, float, set[int]]]
     return out
 
 
+def object_words(log: VideoLog, tokenizer) -> dict[str, list[tuple[float, float, set[int]]]]:
+    """Per object of a synthetic video: (start, end, token ids) of what it shows over time, as in
+    :func:`scene_words` (its colour and shape words while in view, its size word until it first
+    grows or shrinks, an event's action words while the event runs)."""
+    def ids(text: str) -> set[int]:
+        return set(tokenizer(" " + text, add_special_tokens=False)["input_ids"])
+
+    out: dict[str, list[tuple[float, float, set[int]]]] = {}
+    for obj in log.objects:
+        look = ids(f"{obj.color} {obj.shape}")
+        resized = [e.start for e in log.events if e.object_id == obj.id and e.action in ("grows", "shrinks")]
+        size_until = min(resized) if resized else log.duration
+        spans = [(0.0, log.duration, look), (0.0, size_until, ids(obj.size))]
+        spans += [(e.start, e.end, ids(e.action)) for e in log.events if e.object_id == obj.id]
+        out[obj.color] = spans
+    return out
+
+
+def colour_map(frames, colours: Sequence[str]):
+    """(T, H, W) int8: for each pixel, the index in ``colours`` of the palette colour it shows, or -1.
+    A synthetic object is a box of one palette colour, unique within its video, so this map says
+    where each object is (a fading object, between colours, is nowhere)."""
+    import numpy as np
+
+    from pipeline.data.synthetic import PALETTE
+
+    out = np.full(frames.shape[:3], -1, np.int8)
+    rgb = frames.astype(np.int16)
+    for j, colour in enumerate(colours):
+        out[np.abs(rgb - np.array(PALETTE[colour], np.int16)).sum(-1) < 60] = j
+    return out
+
+
+def located_targets(cmap, timestamps, words: dict[str, list[tuple[float, float, set[int]]]], col: dict[int, int],
+                    t: int, tps: int, cell: int, min_pixels: int = 3, colour_ids: dict[str, set[int]] | None = None):
+    """(t, tokens, len(col)) targets of each merged video token: the words (``words``: per colour,
+    :func:`object_words`) of the objects whose pixels (``cmap``: :func:`colour_map` over
+    ``list(words)``) it covers in either frame of its temporal patch; a token that covers no object
+    has no words. With ``colour_ids`` (colour -> its word's ids), tokens that cover no object name
+    the colours in view at their time step instead: wherever the decoder looks it then finds which
+    colours are there, while an object's own tokens keep only its words, so its shape and size stay
+    bound to its colour."""
+    import numpy as np
+    import torch
+
+    n, h, w = cmap.shape
+    if t * tps > n:  # the processor repeats the last frame up to a whole temporal patch
+        cmap = np.concatenate([cmap, np.repeat(cmap[-1:], t * tps - n, 0)])
+        timestamps = np.concatenate([timestamps, np.repeat(timestamps[-1:], t * tps - n)])
+    gh, gw = h // cell, w // cell
+    cells = cmap[: t * tps, : gh * cell, : gw * cell].reshape(t, tps, gh, cell, gw, cell)
+    out = torch.zeros(t, gh * gw, len(col))
+    for j, (colour, spans) in enumerate(words.items()):
+        hits = (cells == j).sum((1, 3, 5)).reshape(t, gh * gw) >= min_pixels
+        for k in np.flatnonzero(hits.any(1)):
+            lo, hi = float(timestamps[k * tps]), float(timestamps[k * tps + tps - 1])
+            cols = [col[i] for s, e, ids in spans if s <= hi and e >= lo for i in ids if i in col]
+            if cols:
+                out[k, torch.from_numpy(np.flatnonzero(hits[k]))[:, None], torch.tensor(cols)[None]] = 1.0
+    if colour_ids:
+        empty = out.sum(-1) == 0
+        for colour in words:
+            cols = [col[i] for i in colour_ids.get(colour, ()) if i in col]
+            if cols:
+                on = (out[:, :, cols] > 0).any(-1).any(-1)  # (t,): the colour's object is in view
+                out[:, :, cols] += (on[:, None] & empty).float()[:, :, None]
+    return out
+
+
+def translate(frames, dy: int, dx: int, fill=None):
+    """``frames`` (T, H, W, C) moved by (dy, dx) pixels; the uncovered border takes ``fill``, by default
+    the top-left pixel (the background: synthetic objects keep clear of the frame's edges)."""
+    import numpy as np
+
+    out = np.empty_like(frames)
+    out[:] = frames[:, :1, :1] if fill is None else fill
+    h, w = frames.shape[1:3]
+    out[:, max(dy, 0): h + min(dy, 0), max(dx, 0): w + min(dx, 0)] = frames[:, max(-dy, 0): h - max(dy, 0), max(-dx, 0): w - max(dx, 0)]
+    return out
+
+
+def foreground(frames):
+    """(H, W) bool: pixels that ever differ from the background (the top-left pixel)."""
+    import numpy as np
+
+    return (np.abs(frames.astype(np.int16) - frames[:, :1, :1]).sum(-1) > 30).any(0)
+
+
+def free_shift(fg, most: int, rng: random.Random) -> tuple[int, int]:
+    """A random (dy, dx), each within +-``most`` pixels, that keeps every pixel of ``fg``
+    (:func:`foreground`) inside the frame: a cut-off object would show another shape."""
+    import numpy as np
+
+    if not fg.any():
+        return rng.randint(-most, most), rng.randint(-most, most)
+    rows, cols = np.flatnonzero(fg.any(1)), np.flatnonzero(fg.any(0))
+    h, w = fg.shape
+    dy = rng.randint(max(-most, -int(rows[0])), min(most, h - 1 - int(rows[-1])))
+    dx = rng.randint(max(-most, -int(cols[0])), min(most, w - 1 - int(cols[-1])))
+    return dy, dx
+
+
 def _video_batch(processor, frames):
     from pipeline.model.video_inputs import batch_inputs, prompt_text
 
@@ -119,7 +221,8 @@ def word_auc(model, processor, records: Sequence[RiqRecord], frames_dir, train_r
 
 def pretrain_vision(model, processor, records: Sequence[RiqRecord], frames_dir, *, steps: int, learning_rate: float,
                     batch_size: int, max_video_share: float, seed: int, logs: dict[str, VideoLog] | None = None,
-                    every_token: bool = False) -> dict:
+                    every_token: bool = False, located: bool = False,
+                    logs_all_words: bool = False, shift: int = 0, colour_everywhere: bool = False) -> dict:
     """Train the vision tower (and the tied word embeddings it is read through) on
     word targets; returns the losses.
 
@@ -133,8 +236,12 @@ def pretrain_vision(model, processor, records: Sequence[RiqRecord], frames_dir, 
 
     vocab = visual_vocabulary(records, processor.tokenizer, max_video_share)
     if logs:
-        keep = set().union(*(ids for evs in vocab.values() for _, _, ids in evs))
-        dense = {v: [(s, e, ids & keep) for s, e, ids in scene_words(logs[v], processor.tokenizer)] for v in vocab if v in logs}
+        # The share filter (meant for "the", "moment") drops every shape and size word, which occur
+        # in most videos, so by default the tower never learns to see shape or size; the words of an
+        # event log are visual by construction, and ``logs_all_words`` keeps them all (docs/MODEL.md).
+        keep = set().union(*(ids for evs in vocab.values() for _, _, ids in evs)) if not logs_all_words else None
+        dense = {v: [(s, e, ids if keep is None else ids & keep) for s, e, ids in scene_words(logs[v], processor.tokenizer)]
+                 for v in vocab if v in logs}
         vocab |= dense
     by_video = {r.video: r for r in records if r.video in vocab}
     videos = sorted(by_video)
@@ -154,8 +261,28 @@ def pretrain_vision(model, processor, records: Sequence[RiqRecord], frames_dir, 
         if video not in cache:
             frames = load_frames(frames_file(by_video[video], frames_dir))
             pixels, grid = _video_batch(processor, frames)
-            cache[video] = (pixels, grid, [float(t) for t in frames.timestamps])
-        return cache[video]
+            located_inputs = None
+            if located and logs and video in logs:
+                log = logs[video]
+                colour_ids = {o.color: set(processor.tokenizer(" " + o.color, add_special_tokens=False)["input_ids"])
+                              for o in log.objects} if colour_everywhere else None
+                located_inputs = (colour_map(frames.frames, [o.color for o in log.objects]), foreground(frames.frames),
+                                  object_words(log, processor.tokenizer), colour_ids)
+            cache[video] = (pixels, grid, [float(t) for t in frames.timestamps], frames, located_inputs)
+        pixels, grid, ts, frames, located_inputs = cache[video]
+        if located_inputs is None:
+            return pixels, grid, ts, None
+        cmap, fg, obj_words, colour_ids = located_inputs
+        if shift:
+            # A fresh translation each time the video is drawn: the same object then falls on
+            # different places of the patch grid, so the tower learns its shape, not its pixels.
+            dy, dx = free_shift(fg, shift, shift_rng)
+            moved = type(frames)(frames=translate(frames.frames, dy, dx), timestamps=frames.timestamps, meta=frames.meta)
+            pixels, grid = _video_batch(processor, moved)
+            cmap = translate(cmap[..., None], dy, dx, fill=-1)[..., 0]
+        where = located_targets(cmap, frames.timestamps, obj_words, col, int(grid[0, 0]), tps,
+                                model.config.vision_config.patch_size * merge, colour_ids=colour_ids)
+        return pixels, grid, ts, where
 
     def targets(video: str, t: int, ts: list[float], tps: int) -> tuple:
         step_s = ts[1] - ts[0] if len(ts) > 1 else 0.5
@@ -170,10 +297,10 @@ def pretrain_vision(model, processor, records: Sequence[RiqRecord], frames_dir, 
             whole[[col[i] for i in ids]] = 1.0
         return groups, whole
 
-    rng = random.Random(seed)
+    tps = model.config.vision_config.temporal_patch_size
+    rng, shift_rng = random.Random(seed), random.Random(seed + 1)
     model.train()
     losses = []
-    tps = model.config.vision_config.temporal_patch_size
     for _ in range(steps):
         chunk = rng.sample(videos, min(batch_size, len(videos)))
         got = [inputs(v) for v in chunk]
@@ -183,12 +310,14 @@ def pretrain_vision(model, processor, records: Sequence[RiqRecord], frames_dir, 
         feats = out.pooler_output if hasattr(out, "pooler_output") else out
         sizes = (grid.prod(-1) // merge**2).tolist()
         loss = 0.0
-        for v, (_, thw, ts), f in zip(chunk, got, torch.split(feats, sizes)):
+        for v, (_, thw, ts, where), f in zip(chunk, got, torch.split(feats, sizes)):
             t = int(thw[0, 0])
             logits = log_scale.exp() * (f @ embed[words].T)  # (tokens, words)
             per_group = logits.view(t, -1, len(words)).amax(1)
             g_target, w_target = targets(v, t, ts, tps)
-            if every_token:
+            if where is not None:
+                loss = loss + F.binary_cross_entropy_with_logits(logits.view(t, -1, len(words)), where)
+            elif every_token:
                 per_token = logits.view(t, -1, len(words))
                 loss = loss + F.binary_cross_entropy_with_logits(per_token, g_target[:, None].expand_as(per_token))
             loss = loss + F.binary_cross_entropy_with_logits(per_group, g_target)

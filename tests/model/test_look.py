@@ -10,7 +10,7 @@ import torch
 
 from pipeline.core.events import VideoLog
 from pipeline.model.make import SFTCollator, _features, train_event_logs, weighted_trainer
-from pipeline.model.targets import look_check, reference_completion
+from pipeline.model.targets import look_check, look_checks, look_text, reference_completion
 from pipeline.riq.schema import RiqRecord
 from riq.test_riq import LOGS, run_build  # tests/ is on the path (pyproject)
 
@@ -39,6 +39,24 @@ def test_look_check_is_the_query_colour_against_the_log():
     assert look_check(rec, None) is None
 
 
+def test_look_checks_stop_at_the_first_attribute_the_video_lacks():
+    # vid_e: a large orange tall bar and a small green square. Colours are unique within a video,
+    # so the shape and size checks are of the one object of the asked colour.
+    assert look_checks(_record("vid_e", "the large orange tall bar moves down"), LOGS["vid_e"]) == [
+        ("orange", True), ("tall bar", True), ("large", True)]
+    assert look_checks(_record("vid_e", "the large orange square moves down"), LOGS["vid_e"]) == [("orange", True), ("square", False)]
+    assert look_checks(_record("vid_e", "the small orange tall bar moves down"), LOGS["vid_e"]) == [
+        ("orange", True), ("tall bar", True), ("small", False)]
+    # The green object is a square, but the asked colour's object is not: no.
+    assert look_checks(_record("vid_e", "the large green tall bar moves down"), LOGS["vid_e"]) == [("green", True), ("tall bar", False)]
+    assert look_checks(_record("vid_e", "the large orange square moves down"), LOGS["vid_f"]) == [("orange", False)]
+    assert look_checks(_record("vid_e", "the large orange square moves down"), LOGS["vid_e"], ("color",)) == [("orange", True)]
+    assert look_checks(_record("vid_e", "somebody opens a door"), LOGS["vid_e"]) is None
+    text, at = look_text("the large orange square moving down", [("orange", True), ("square", False)])
+    assert text == "Asked: the large orange square moving down. In view: orange yes, square no."
+    assert [text[a:a + 4] for a in at] == [" yes", " no."]
+
+
 def test_reference_completion_with_the_look_think():
     rec = _record("vid_e", "the large orange tall bar moves down")
     phrases = ("the large orange tall bar moving down", "the large orange tall bar moving down")
@@ -65,6 +83,9 @@ def test_a_look_that_finds_nothing_ends_the_think_with_the_refusal():
     # The colour in view but another event: the think still names what is seen before refusing.
     assert reference_completion(rec, phrases, ("orange", True)).startswith(
         "<think>Asked: the large orange tall bar moving down. In view: orange yes. Seen: the small purple square appearing, not that.</think>")
+    # A shape the object of that colour does not have settles it too.
+    assert reference_completion(rec, phrases, [("orange", True), ("tall bar", False)]).startswith(
+        "<think>Asked: the large orange tall bar moving down. In view: orange yes, tall bar no.</think> <answer>No segment")
 
 
 def test_train_event_logs_hold_only_the_train_videos(built, tmp_path):
@@ -96,7 +117,8 @@ def test_look_weight_lands_on_the_yes_no_token_and_weights_the_loss(built):
         save_frames(frames / f"{v}.npz", VideoFrames(frames=np.zeros((4, 28, 28, 3), np.uint8), timestamps=np.arange(4) / 2.0,
                                                     meta={"sample_fps": 2.0, "duration": 2.0}))
     records = [r.model_copy(update={"frames_path": str(frames / f"{r.video}.npz")}) for r in records]
-    feats = [f for f in _features(records, frames, "look", records, logs) if f["look_at"] is not None][:3]
+    feats = [f for f in _features(records, frames, "look", records, logs, ("color", "shape", "size")) if f["look_at"]]
+    feats = sorted(feats, key=lambda f: -len(f["look_at"]))[:3]  # the longest looks: three yes/no words each
     assert feats
     tok = train_tokenizer(tokenizer_corpus(records), 400)
     processor = build_processor(tok)
@@ -104,11 +126,12 @@ def test_look_weight_lands_on_the_yes_no_token_and_weights_the_loss(built):
     weights = batch["loss_weights"]
     for row, f in enumerate(feats):
         heavy = (weights[row] == 20.0).nonzero().flatten().tolist()
-        assert len(heavy) == 1
-        # The first token of the yes/no word (this toy vocabulary splits "yes").
-        word, piece = f["completion"][f["look_at"]:].split()[0].rstrip("."), tok.decode(batch["input_ids"][row, heavy[0]]).strip()
-        assert piece and word.startswith(piece) and word in ("yes", "no")
-        assert tok.decode(batch["input_ids"][row, heavy[0] - 3 : heavy[0]]).endswith(f["completion"][: f["look_at"]].split()[-1])
+        assert len(heavy) == len(f["look_at"]) == 3
+        for at, col in zip(f["look_at"], heavy):
+            # The first token of the yes/no word (this toy vocabulary splits "yes").
+            word, piece = f["completion"][at:].split()[0].rstrip(".,"), tok.decode(batch["input_ids"][row, col]).strip()
+            assert piece and word.startswith(piece) and word in ("yes", "no")
+            assert tok.decode(batch["input_ids"][row, col - 3 : col]).endswith(f["completion"][:at].split()[-1])
         assert torch.equal(weights[row] > 0, batch["labels"][row] != -100)
     # The loss is the weighted mean of the per-token cross-entropies (next-token shift), by hand.
     torch.manual_seed(0)

@@ -147,3 +147,59 @@ def test_every_token_makes_every_video_token_tell_the_colour(colour_videos):
     ratio = {every: median / best for every, (median, best) in gaps.items()}
     # Measured: the median token carries 0.43 of the best token's colour gap without, 0.75 with.
     assert gaps[True][0] > 0 and ratio[True] > 0.6 > ratio[False], gaps
+
+
+def test_located_targets_name_the_objects_each_token_covers():
+    """Two frames of 56x56 make one temporal patch of 2x2 merged tokens (28 px each). A red small
+    square sits in the top-left token; a large blue tall bar spans the two right tokens and grows
+    during the patch. Hand-written expectation: each token has exactly the words of the objects
+    whose pixels it covers; the bottom-left token none."""
+    from pipeline.core.events import VideoLog
+    from pipeline.data.synthetic import PALETTE
+    from pipeline.model.vision_pretrain import colour_map, located_targets, object_words
+
+    log = VideoLog(
+        video_id="v", video="videos/v.mp4", duration=1.0, width=56, height=56, fps=10, background="black",
+        objects=[{"id": "o1", "color": "red", "shape": "square", "size": "small"},
+                 {"id": "o2", "color": "blue", "shape": "tall bar", "size": "large"}],
+        events=[{"id": "e1", "object_id": "o2", "action": "grows", "start": 0.2, "end": 0.4}])
+    frames = np.zeros((2, 56, 56, 3), np.uint8)
+    frames[0, 4:8, 4:8] = PALETTE["red"]  # 16 pixels in frame 0 only: enough
+    frames[:, 20:40, 40:46] = PALETTE["blue"]
+    frames[1, 50:52, 2] = (40, 60, 240)  # 2 near-blue pixels in the bottom-left token: under min_pixels (3)
+    tok = train_tokenizer(["red square small blue tall bar large grows"] * 20, 400)
+    words = object_words(log, tok)
+    ids = sorted(set().union(*(i for spans in words.values() for _, _, i in spans)))
+    col = {i: j for j, i in enumerate(ids)}
+    cmap = colour_map(frames, list(words))
+    assert cmap.shape == (2, 56, 56) and (cmap == 0).sum() == 16 and (cmap == 1).sum() == 2 * 20 * 6 + 2
+
+    def named(got):
+        return [sorted(w for j in got[0, k].nonzero().flatten().tolist() if (w := tok.decode([ids[j]]).strip())) for k in range(4)]
+
+    got = located_targets(cmap, np.array([0.0, 0.5]), words, col, t=1, tps=2, cell=28)
+    assert got.shape == (1, 4, len(ids))
+    blue = sorted(["bar", "blue", "grows", "large", "tall"])
+    assert named(got) == [["red", "small", "square"], blue, [], blue]
+    # colour_ids: the token that covers nothing names the colours in view; the objects' tokens do not change.
+    colour_ids = {c: set(tok(" " + c, add_special_tokens=False)["input_ids"]) for c in words}
+    assert named(located_targets(cmap, np.array([0.0, 0.5]), words, col, t=1, tps=2, cell=28, colour_ids=colour_ids)) == [
+        ["red", "small", "square"], blue, ["blue", "red"], blue]
+
+
+def test_translate_moves_frames_and_fills_with_the_background():
+    from pipeline.model.vision_pretrain import foreground, free_shift, translate
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (2, 28, 28, 3), dtype=np.uint8)
+    moved = translate(frames, 3, -5)
+    assert (moved[:, 3:, :-5] == frames[:, :-3, 5:]).all()
+    assert (moved[:, :3] == frames[:, :1, :1]).all() and (moved[:, :, -5:] == frames[:, :1, :1]).all()
+    # A box from rows 2-4, columns 20-25 of a black frame may move up 2, down 13, left 13, right 2 at most.
+    box = np.zeros((2, 28, 28, 3), np.uint8)
+    box[0, 2:5, 20:26] = 200
+    import random
+    r = random.Random(0)
+    shifts = [free_shift(foreground(box), 13, r) for _ in range(300)]
+    assert (min(d for d, _ in shifts), max(d for d, _ in shifts)) == (-2, 13)
+    assert (min(d for _, d in shifts), max(d for _, d in shifts)) == (-13, 2)
