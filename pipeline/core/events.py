@@ -15,6 +15,18 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipeline.core.io import InputError, read_jsonl
 
+# The RGB of each colour as drawn by the synthetic source; the tiny model's vision pretraining
+# finds objects in the frames by it, so it lives here, below both.
+PALETTE: dict[str, tuple[int, int, int]] = {
+    "red": (230, 30, 30),
+    "green": (30, 200, 30),
+    "blue": (40, 70, 250),
+    "yellow": (240, 230, 40),
+    "white": (245, 245, 245),
+    "orange": (250, 140, 0),
+    "purple": (160, 40, 210),
+    "cyan": (30, 220, 230),
+}
 Color = Literal["red", "green", "blue", "yellow", "white", "orange", "purple", "cyan"]
 Shape = Literal["square", "wide bar", "tall bar"]
 Size = Literal["small", "large"]

@@ -27,21 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.core.events import Event, ShapeObject, VideoLog
+from pipeline.core.events import PALETTE, Event, ShapeObject, VideoLog
 from pipeline.core.io import atomic_path
 from pipeline.core.params import SyntheticParams
 from pipeline.data.ffmpeg import decoder_exe
 
-PALETTE: dict[str, tuple[int, int, int]] = {
-    "red": (230, 30, 30),
-    "green": (30, 200, 30),
-    "blue": (40, 70, 250),
-    "yellow": (240, 230, 40),
-    "white": (245, 245, 245),
-    "orange": (250, 140, 0),
-    "purple": (160, 40, 210),
-    "cyan": (30, 220, 230),
-}
 # Dark backgrounds: every palette colour stands out against both.
 BACKGROUNDS: dict[str, tuple[int, int, int]] = {"black": (0, 0, 0), "gray": (64, 64, 64)}
 SHAPES: dict[str, tuple[float, float]] = {"square": (1.0, 1.0), "wide bar": (2.0, 0.5), "tall bar": (0.5, 2.0)}

@@ -99,7 +99,7 @@ def colour_map(frames, colours: Sequence[str]):
     where each object is (a fading object, between colours, is nowhere)."""
     import numpy as np
 
-    from pipeline.data.synthetic import PALETTE
+    from pipeline.core.events import PALETTE
 
     out = np.full(frames.shape[:3], -1, np.int8)
     rgb = frames.astype(np.int16)

@@ -155,7 +155,7 @@ def test_located_targets_name_the_objects_each_token_covers():
     during the patch. Hand-written expectation: each token has exactly the words of the objects
     whose pixels it covers; the bottom-left token none."""
     from pipeline.core.events import VideoLog
-    from pipeline.data.synthetic import PALETTE
+    from pipeline.core.events import PALETTE
     from pipeline.model.vision_pretrain import colour_map, located_targets, object_words
 
     log = VideoLog(
