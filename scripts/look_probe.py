@@ -10,6 +10,10 @@
   against "the video has an object of colour C". ``yes_rate`` = share with logit > 0.
 - ``shape_look_auc`` / ``size_look_auc``: on the pairs whose video has colour C, the same logit after
   ``In view: C yes, S`` (and ``…, S yes, Z``) against "the object of colour C has shape S (size Z)".
+- ``named``: for a model taught ``look_names``: on the same pairs, the share where the word the
+  decoder ranks first after ``In view: C yes,`` (among the shapes; then, after the true shape,
+  among the sizes) is the video's, split by whether the query asked that word ("asked", which
+  copying the query also gets right) or another ("other", which only reading the video gets).
 
 Prints one JSON line. Needs data/raw/annotations.jsonl (synthetic source).
 """
@@ -68,6 +72,9 @@ def main(model_dir: str, riq: str) -> dict:
     # The shape and size checks, teacher-forced after a "yes" for the colour, on the videos that
     # have the colour: yes-minus-no against "the object of that colour has the asked shape / size".
     attr = {"shape": ([], []), "size": ([], [])}
+    named = {(n, m): [0, 0] for n in ("shape", "size") for m in ("asked", "other")}
+    first = {n: {w: tok(" " + w, add_special_tokens=False)["input_ids"][0] for w in ws}
+             for n, ws in (("shape", list(SHAPES)), ("size", list(SIZES)))}
     with torch.no_grad():
         for r in asked:
             colour = look_check(r, logs[r.video])[0]
@@ -82,6 +89,15 @@ def main(model_dir: str, riq: str) -> dict:
                     continue
                 said = look_prefix(phrases[r.id][0], colour) + " yes"
                 for name in ("shape", "size"):
+                    logits = model(**batch_inputs(processor, [prompt_text(processor, r.problem) + "<think>" + said + ","],
+                                                  [load(path)])).logits[0, -1]
+                    best = max(first[name], key=lambda w: float(logits[first[name][w]]))
+                    hit = named[name, "asked" if getattr(obj, name) == getattr(subject, name) else "other"]
+                    hit[0] += best == getattr(obj, name)
+                    hit[1] += 1
+                    said += f", {getattr(obj, name)}"
+                said = look_prefix(phrases[r.id][0], colour) + " yes"
+                for name in ("shape", "size"):
                     said += f", {getattr(subject, name)}"
                     text = prompt_text(processor, r.problem) + "<think>" + said + lead
                     logits = model(**batch_inputs(processor, [text], [load(path)])).logits[0, -1]
@@ -93,6 +109,8 @@ def main(model_dir: str, riq: str) -> dict:
             "look_auc": auc(pos, neg),
             "shape_look_auc": auc(*attr["shape"]) if all(attr["shape"]) else None,
             "size_look_auc": auc(*attr["size"]) if all(attr["size"]) else None,
+            "named": {f"{n}_{m}": round(a / b, 3) if b else None for (n, m), (a, b) in named.items()},
+            "named_pairs": {f"{n}_{m}": b for (n, m), (_, b) in named.items()},
             "attr_pairs": {n: [len(a), len(b)] for n, (a, b) in attr.items()}, "yes_rate_in_view": round(sum(p > 0 for p in pos) / len(pos), 3),
             "yes_rate_not_in_view": round(sum(x > 0 for x in neg) / len(neg), 3), "pairs": [len(pos), len(neg)]}
 

@@ -118,7 +118,7 @@ def weighted_trainer():
 
 
 def _features(records: Sequence[RiqRecord], frames_dir, think: str, context: Sequence[RiqRecord] | None = None,
-              logs: dict | None = None, look_attributes: Sequence[str] = ("color",)) -> list[dict]:
+              logs: dict | None = None, look_attributes: Sequence[str] = ("color",), look_names: bool = False) -> list[dict]:
     """Warm-start examples of ``records``. The verify phrases are read from ``context`` (default
     ``records``): all train records of the same videos, because an answerable record's phrase
     comes from a refusal of its video, which the taught subset may not hold."""
@@ -129,7 +129,7 @@ def _features(records: Sequence[RiqRecord], frames_dir, think: str, context: Seq
         path = frames_file(r, frames_dir)
         if not path.is_file():
             raise InputError(f"{path}: record {r.id}: frames_path: frames file not found")
-        look = look_checks(r, (logs or {}).get(r.video), look_attributes) if think == "look" else None
+        look = look_checks(r, (logs or {}).get(r.video), look_attributes, look_names) if think == "look" else None
         completion = reference_completion(r, phrases.get(r.id), look)
         # Where the yes/no words of the look think start (the SFT loss can weight those tokens).
         look_at = None
@@ -214,7 +214,8 @@ def warm_start(model, processor, records: Sequence[RiqRecord], frames_dir, param
         trainer = weighted_trainer()(
             model=model,
             args=args,
-            train_dataset=_features(records, frames_dir, params.think, context, logs, params.look_attributes),
+            train_dataset=_features(records, frames_dir, params.think, context, logs, params.look_attributes,
+                                    params.look_names),
             data_collator=SFTCollator(processor, look_weight=params.look_weight),
         )
         out = trainer.train()

@@ -48,12 +48,14 @@ def look_check(record: RiqRecord, log) -> tuple[str, bool] | None:
     return checks[0] if checks else None
 
 
-def look_checks(record: RiqRecord, log, attributes: Sequence[str] = ("color", "shape", "size")) -> list[tuple[str, bool]] | None:
+def look_checks(record: RiqRecord, log, attributes: Sequence[str] = ("color", "shape", "size"),
+                names: bool = False) -> list[tuple] | None:
     """The checks of the ``look`` think, in order, as (word, true): whether the video ``log`` has an
     object of the query subject's colour; then, of that object (colours are unique within a
     synthetic video), whether it has the asked shape, then the asked size. The checks stop at the
-    first false one, which settles the refusal. None when the query is not a synthetic one or there
-    is no log."""
+    first false one, which settles the refusal. With ``names`` the shape and size checks are
+    (asked word, true, the video's word): the think names what the video shows. None when the query
+    is not a synthetic one or there is no log."""
     from pipeline.riq.synthetic import parse_query
 
     query = parse_query(" ".join(record.problem.split())) if log is not None else None
@@ -65,6 +67,8 @@ def look_checks(record: RiqRecord, log, attributes: Sequence[str] = ("color", "s
     for name in attributes:
         asked = getattr(subject, name)
         out.append((asked, obj is not None and getattr(obj, name) == asked))
+        if names and name != "color":
+            out[-1] += (getattr(obj, name),)
         if not out[-1][1]:
             break
     return out
@@ -76,12 +80,19 @@ def look_prefix(asked: str, colour: str) -> str:
     return f"Asked: {asked}. In view: {colour}"
 
 
-def look_text(asked: str, checks: Sequence[tuple[str, bool]]) -> tuple[str, list[int]]:
+def look_text(asked: str, checks: Sequence[tuple]) -> tuple[str, list[int]]:
     """The look think's text ("Asked: A. In view: red yes, tall bar no.") and the character offsets
-    of its yes/no words (the tokens the video alone decides; the warm start weights them)."""
+    of its yes/no words (the tokens the video alone decides; the warm start weights them). A check
+    that carries the video's word (``look_checks(..., names=True)``) names it instead ("In view: red
+    yes, wide bar."), and its offset is that word's."""
     text, at = f"Asked: {asked}. In view:", []
-    for n, (word, ok) in enumerate(checks):
-        text += ("," if n else "") + f" {word}"
+    for n, (word, ok, *seen) in enumerate(checks):
+        text += "," if n else ""
+        if seen:
+            at.append(len(text))
+            text += f" {seen[0]}"
+            continue
+        text += f" {word}"
         at.append(len(text))
         text += " yes" if ok else " no"
     return text + ".", at

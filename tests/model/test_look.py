@@ -57,6 +57,22 @@ def test_look_checks_stop_at_the_first_attribute_the_video_lacks():
     assert [text[a:a + 4] for a in at] == [" yes", " no."]
 
 
+
+def test_a_naming_look_says_what_the_video_shows_and_stops_where_it_differs():
+    # vid_e's orange object is a large tall bar: a query for an orange square gets the shape the
+    # video shows, named, and the look stops there; a true query names both words.
+    asked = _record("vid_e", "the large orange square moves down")
+    assert look_checks(asked, LOGS["vid_e"], names=True) == [("orange", True), ("square", False, "tall bar")]
+    assert look_checks(_record("vid_e", "the small orange tall bar moves down"), LOGS["vid_e"], names=True) == [
+        ("orange", True), ("tall bar", True, "tall bar"), ("small", False, "large")]
+    assert look_checks(asked, LOGS["vid_f"], names=True) == [("orange", False)]
+    text, at = look_text("the large orange square moving down", [("orange", True), ("square", False, "tall bar")])
+    assert text == "Asked: the large orange square moving down. In view: orange yes, tall bar."
+    assert [text[a:a + 5] for a in at] == [" yes,", " tall"]
+    text, at = look_text("the large orange tall bar moving down", [("orange", True), ("tall bar", True, "tall bar"), ("large", True, "large")])
+    assert text == "Asked: the large orange tall bar moving down. In view: orange yes, tall bar, large."
+    assert [text[a:a + 6] for a in at] == [" yes, ", " tall ", " large"]
+
 def test_reference_completion_with_the_look_think():
     rec = _record("vid_e", "the large orange tall bar moves down")
     phrases = ("the large orange tall bar moving down", "the large orange tall bar moving down")
@@ -133,6 +149,21 @@ def test_look_weight_lands_on_the_yes_no_token_and_weights_the_loss(built):
             assert piece and word.startswith(piece) and word in ("yes", "no")
             assert tok.decode(batch["input_ids"][row, col - 3 : col]).endswith(f["completion"][:at].split()[-1])
         assert torch.equal(weights[row] > 0, batch["labels"][row] != -100)
+    # A naming look weights the first token of each word the video decides: the colour's yes/no,
+    # then the named shape and size.
+    named = [f for f in _features(records, frames, "look", records, logs, ("color", "shape", "size"), True) if f["look_at"]]
+    named = sorted(named, key=lambda f: -len(f["look_at"]))[:3]
+    assert len(named[0]["look_at"]) == 3
+    heavy_words = set()
+    for row, f in enumerate(named):
+        ids = SFTCollator(processor, look_weight=20.0)([f])
+        cols = (ids["loss_weights"][0] == 20.0).nonzero().flatten().tolist()
+        assert len(cols) == len(f["look_at"])
+        for at, col in zip(f["look_at"], cols):
+            word, piece = f["completion"][at:].split()[0].rstrip(".,"), tok.decode(ids["input_ids"][0, col]).strip()
+            assert piece and word.startswith(piece)
+            heavy_words.add(word)
+    assert heavy_words & {"square", "wide", "tall"} and heavy_words & {"small", "large"} and "yes" in heavy_words
     # The loss is the weighted mean of the per-token cross-entropies (next-token shift), by hand.
     torch.manual_seed(0)
     model = build_tiny_model(tok, tiny)
