@@ -22,7 +22,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from pipeline.core.events import VideoLog, visible_spans
+from pipeline.core.events import PALETTE, VideoLog, visible_spans
 from pipeline.core.frames_cache import frames_file, load_frames
 from pipeline.riq.schema import RiqRecord
 
@@ -99,8 +99,6 @@ def colour_map(frames, colours: Sequence[str]):
     where each object is (a fading object, between colours, is nowhere)."""
     import numpy as np
 
-    from pipeline.core.events import PALETTE
-
     out = np.full(frames.shape[:3], -1, np.int8)
     rgb = frames.astype(np.int16)
     for j, colour in enumerate(colours):
@@ -109,14 +107,17 @@ def colour_map(frames, colours: Sequence[str]):
 
 
 def located_targets(cmap, timestamps, words: dict[str, list[tuple[float, float, set[int]]]], col: dict[int, int],
-                    t: int, tps: int, cell: int, min_pixels: int = 3, colour_ids: dict[str, set[int]] | None = None):
+                    t: int, tps: int, cell: int, min_pixels: int = 3, colour_ids: dict[str, set[int]] | None = None,
+                    whole_ids: set[int] | None = None):
     """(t, tokens, len(col)) targets of each merged video token: the words (``words``: per colour,
     :func:`object_words`) of the objects whose pixels (``cmap``: :func:`colour_map` over
     ``list(words)``) it covers in either frame of its temporal patch; a token that covers no object
     has no words. With ``colour_ids`` (colour -> its word's ids), tokens that cover no object name
     the colours in view at their time step instead: wherever the decoder looks it then finds which
     colours are there, while an object's own tokens keep only its words, so its shape and size stay
-    bound to its colour."""
+    bound to its colour. With ``whole_ids`` (the ids of the shape and size words), those words go only
+    to the token that covers most of the object's pixels at each time step: a token that shows a
+    sliver of a square is not asked to call it a square."""
     import numpy as np
     import torch
 
@@ -128,12 +129,17 @@ def located_targets(cmap, timestamps, words: dict[str, list[tuple[float, float, 
     cells = cmap[: t * tps, : gh * cell, : gw * cell].reshape(t, tps, gh, cell, gw, cell)
     out = torch.zeros(t, gh * gw, len(col))
     for j, (colour, spans) in enumerate(words.items()):
-        hits = (cells == j).sum((1, 3, 5)).reshape(t, gh * gw) >= min_pixels
+        counts = (cells == j).sum((1, 3, 5)).reshape(t, gh * gw)
+        hits = counts >= min_pixels
         for k in np.flatnonzero(hits.any(1)):
             lo, hi = float(timestamps[k * tps]), float(timestamps[k * tps + tps - 1])
-            cols = [col[i] for s, e, ids in spans if s <= hi and e >= lo for i in ids if i in col]
+            ids_now = {i for s, e, ids in spans if s <= hi and e >= lo for i in ids if i in col}
+            whole = ids_now & whole_ids if whole_ids else set()
+            cols = [col[i] for i in ids_now - whole]
             if cols:
                 out[k, torch.from_numpy(np.flatnonzero(hits[k]))[:, None], torch.tensor(cols)[None]] = 1.0
+            if whole:
+                out[k, int(counts[k].argmax()), [col[i] for i in whole]] = 1.0
     if colour_ids:
         empty = out.sum(-1) == 0
         for colour in words:
@@ -154,6 +160,24 @@ def translate(frames, dy: int, dx: int, fill=None):
     h, w = frames.shape[1:3]
     out[:, max(dy, 0): h + min(dy, 0), max(dx, 0): w + min(dx, 0)] = frames[:, max(-dy, 0): h - max(dy, 0), max(-dx, 0): w - max(dx, 0)]
     return out
+
+
+def recolour(frames, old: Sequence[tuple[int, int, int]], new: Sequence[tuple[int, int, int]]):
+    """``frames`` with each object of colour ``old[j]`` painted ``new[j]`` instead, its anti-aliased
+    edges included: a pixel that lies on the line from the background (the top-left pixel) to
+    ``old[j]`` keeps its place on that line, towards ``new[j]``. Synthetic colours are unique within
+    a video and far apart, so another object's pixels stay off every line but their own."""
+    import numpy as np
+
+    px = frames.astype(np.float32)
+    bg = px[:, :1, :1]
+    out = px.copy()
+    for o, n in zip(old, new, strict=True):
+        d = np.asarray(o, np.float32) - bg
+        alpha = ((px - bg) * d).sum(-1, keepdims=True) / (d * d).sum(-1, keepdims=True)
+        on = (alpha > 0.15) & (np.abs(px - (bg + alpha * d)).sum(-1, keepdims=True) < 40)
+        out = np.where(on, bg + alpha * (np.asarray(n, np.float32) - bg), out)
+    return np.clip(out + 0.5, 0, 255).astype(frames.dtype)
 
 
 def foreground(frames):
@@ -222,7 +246,8 @@ def word_auc(model, processor, records: Sequence[RiqRecord], frames_dir, train_r
 def pretrain_vision(model, processor, records: Sequence[RiqRecord], frames_dir, *, steps: int, learning_rate: float,
                     batch_size: int, max_video_share: float, seed: int, logs: dict[str, VideoLog] | None = None,
                     every_token: bool = False, located: bool = False,
-                    logs_all_words: bool = False, shift: int = 0, colour_everywhere: bool = False) -> dict:
+                    logs_all_words: bool = False, shift: int = 0, colour_everywhere: bool = False,
+                    whole_object: bool = False, recolour_objects: bool = False) -> dict:
     """Train the vision tower (and the tied word embeddings it is read through) on
     word targets; returns the losses.
 
@@ -266,13 +291,30 @@ def pretrain_vision(model, processor, records: Sequence[RiqRecord], frames_dir, 
                 log = logs[video]
                 colour_ids = {o.color: set(processor.tokenizer(" " + o.color, add_special_tokens=False)["input_ids"])
                               for o in log.objects} if colour_everywhere else None
+                whole_ids = set().union(*(processor.tokenizer(" " + w, add_special_tokens=False)["input_ids"]
+                                          for o in log.objects for w in (o.shape, o.size))) if whole_object else None
                 located_inputs = (colour_map(frames.frames, [o.color for o in log.objects]), foreground(frames.frames),
-                                  object_words(log, processor.tokenizer), colour_ids)
+                                  object_words(log, processor.tokenizer), colour_ids, whole_ids)
             cache[video] = (pixels, grid, [float(t) for t in frames.timestamps], frames, located_inputs)
         pixels, grid, ts, frames, located_inputs = cache[video]
         if located_inputs is None:
-            return pixels, grid, ts, None
-        cmap, fg, obj_words, colour_ids = located_inputs
+            return pixels, grid, ts, None, vocab[video]
+        cmap, fg, obj_words, colour_ids, whole_ids = located_inputs
+        spans = vocab[video]
+        if recolour_objects:
+            # Each draw paints the objects in other palette colours, with the words to match, so a
+            # shape is seen in every colour rather than in the one or two of its few train objects.
+            log = logs[video]
+            new = recolour_rng.sample(palette, len(log.objects))
+            frames = type(frames)(frames=recolour(frames.frames, [PALETTE[o.color] for o in log.objects], [PALETTE[c] for c in new]),
+                                  timestamps=frames.timestamps, meta=frames.meta)
+            log = log.model_copy(update={"objects": [o.model_copy(update={"color": c}) for o, c in zip(log.objects, new, strict=True)]})
+            obj_words = object_words(log, processor.tokenizer)
+            if colour_ids is not None:
+                colour_ids = {c: set(processor.tokenizer(" " + c, add_special_tokens=False)["input_ids"]) for c in new}
+            spans = [(s, e, ids if keep is None else ids & keep) for s, e, ids in scene_words(log, processor.tokenizer)]
+            if not shift:
+                pixels, grid = _video_batch(processor, frames)
         if shift:
             # A fresh translation each time the video is drawn: the same object then falls on
             # different places of the patch grid, so the tower learns its shape, not its pixels.
@@ -281,24 +323,26 @@ def pretrain_vision(model, processor, records: Sequence[RiqRecord], frames_dir, 
             pixels, grid = _video_batch(processor, moved)
             cmap = translate(cmap[..., None], dy, dx, fill=-1)[..., 0]
         where = located_targets(cmap, frames.timestamps, obj_words, col, int(grid[0, 0]), tps,
-                                model.config.vision_config.patch_size * merge, colour_ids=colour_ids)
-        return pixels, grid, ts, where
+                                model.config.vision_config.patch_size * merge, colour_ids=colour_ids, whole_ids=whole_ids)
+        return pixels, grid, ts, where, spans
 
-    def targets(video: str, t: int, ts: list[float], tps: int) -> tuple:
+    def targets(spans, t: int, ts: list[float], tps: int) -> tuple:
         step_s = ts[1] - ts[0] if len(ts) > 1 else 0.5
         groups = torch.zeros(t, len(words))
         for k in range(t):
             lo, hi = ts[min(k * tps, len(ts) - 1)], ts[min(k * tps + tps - 1, len(ts) - 1)] + step_s
-            for s, e, ids in vocab[video]:
+            for s, e, ids in spans:
                 if s < hi and e > lo:
                     groups[k, [col[i] for i in ids]] = 1.0
         whole = torch.zeros(len(words))
-        for _, _, ids in vocab[video]:
+        for _, _, ids in spans:
             whole[[col[i] for i in ids]] = 1.0
         return groups, whole
 
     tps = model.config.vision_config.temporal_patch_size
-    rng, shift_rng = random.Random(seed), random.Random(seed + 1)
+    rng, shift_rng, recolour_rng = random.Random(seed), random.Random(seed + 1), random.Random(seed + 2)
+    # Only colours the logs name: their words are targets; another colour's word would have no column.
+    palette = sorted({o.color for v in videos if v in (logs or {}) for o in logs[v].objects})
     model.train()
     losses = []
     for _ in range(steps):
@@ -310,11 +354,11 @@ def pretrain_vision(model, processor, records: Sequence[RiqRecord], frames_dir, 
         feats = out.pooler_output if hasattr(out, "pooler_output") else out
         sizes = (grid.prod(-1) // merge**2).tolist()
         loss = 0.0
-        for v, (_, thw, ts, where), f in zip(chunk, got, torch.split(feats, sizes)):
+        for (_, thw, ts, where, spans), f in zip(got, torch.split(feats, sizes)):
             t = int(thw[0, 0])
             logits = log_scale.exp() * (f @ embed[words].T)  # (tokens, words)
             per_group = logits.view(t, -1, len(words)).amax(1)
-            g_target, w_target = targets(v, t, ts, tps)
+            g_target, w_target = targets(spans, t, ts, tps)
             if where is not None:
                 loss = loss + F.binary_cross_entropy_with_logits(logits.view(t, -1, len(words)), where)
             elif every_token:

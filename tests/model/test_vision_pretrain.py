@@ -185,6 +185,54 @@ def test_located_targets_name_the_objects_each_token_covers():
     colour_ids = {c: set(tok(" " + c, add_special_tokens=False)["input_ids"]) for c in words}
     assert named(located_targets(cmap, np.array([0.0, 0.5]), words, col, t=1, tps=2, cell=28, colour_ids=colour_ids)) == [
         ["red", "small", "square"], blue, ["blue", "red"], blue]
+    # whole_ids: shape and size words only at the token with most of the object (the bar: 8 of its
+    # 20 rows in the top-right token, 12 in the bottom-right); the colour and action stay on both.
+    whole_ids = set().union(*(tok(" " + w, add_special_tokens=False)["input_ids"] for w in ("square", "small", "tall bar", "large")))
+    assert named(located_targets(cmap, np.array([0.0, 0.5]), words, col, t=1, tps=2, cell=28, whole_ids=whole_ids)) == [
+        ["red", "small", "square"], ["blue", "grows"], [], blue]
+
+
+def test_located_pretraining_with_every_option_learns_from_the_event_logs(colour_videos):
+    """The located path end to end (event logs, shift, whole_object, recolour_objects) on the colour
+    videos: each has a log with its one box. Recolouring swaps red and green with the words to
+    match, so the tower must still tell the held-out videos' colours apart."""
+    from pipeline.core.events import VideoLog
+
+    root, records = colour_videos
+    fit, held = records[:8], records[8:]
+    logs = {r.video: VideoLog(video_id=r.video, video=r.video_path, duration=4.0, width=84, height=56, fps=2,
+                              background="black", events=[],
+                              objects=[{"id": "o1", "color": r.problem.split()[1], "shape": "square", "size": "large"}])
+            for r in records}
+    tok = train_tokenizer([r.problem + " large" for r in records] * 20, 400)
+    processor = build_processor(tok)
+    torch.manual_seed(0)
+    model = build_tiny_model(tok, TINY)
+    summary = pretrain_vision(model, processor, fit, root, steps=60, learning_rate=1e-2, batch_size=4, max_video_share=0.5,
+                              seed=0, logs=logs, located=True, logs_all_words=True, shift=4, whole_object=True,
+                              recolour_objects=True)
+    # Words: red, green, square, large (all log words).
+    assert summary["words"] == 4 and summary["last_loss"] < summary["first_loss"]
+    assert word_auc(model, processor, held, root, fit, 0.5) == 1.0
+
+
+def test_recolour_paints_each_object_and_its_edges_and_nothing_else():
+    """A gray frame with a red box whose edge pixel is half red, half gray, and a green box. Painted
+    red -> blue, green -> yellow: the box is blue, the edge pixel half blue, half gray (hand-computed:
+    64 + 0.5 * (40 - 64) = 52, 64 + 0.5 * (70 - 64) = 67, 64 + 0.5 * (250 - 64) = 157), the green box
+    yellow, the background untouched; colour_map then finds the objects where it found them before."""
+    from pipeline.core.events import PALETTE
+    from pipeline.model.vision_pretrain import colour_map, recolour
+
+    frames = np.full((1, 10, 10, 3), 64, np.uint8)
+    frames[0, 1:4, 1:4] = PALETTE["red"]
+    frames[0, 2, 4] = (147, 47, 47)  # (64 + 230) / 2, (64 + 30) / 2
+    frames[0, 6:9, 6:9] = PALETTE["green"]
+    out = recolour(frames, [PALETTE["red"], PALETTE["green"]], [PALETTE["blue"], PALETTE["yellow"]])
+    assert (out[0, 1:4, 1:4] == PALETTE["blue"]).all() and (out[0, 6:9, 6:9] == PALETTE["yellow"]).all()
+    assert tuple(out[0, 2, 4]) == (52, 67, 157)
+    assert (out[0, 0] == 64).all() and (out[0, 5, :5] == 64).all()
+    assert (colour_map(out, ["blue", "yellow"]) == colour_map(frames, ["red", "green"])).all()
 
 
 def test_translate_moves_frames_and_fills_with_the_background():

@@ -1,0 +1,134 @@
+"""Where does the tiny vision tower lose an object's shape? A tower-only probe on held-out train videos.
+
+    python scripts/tower_probe.py [--steps 800] [--located] [--shift 13] [--all-log-words]
+                                  [--whole-object] [--recolour-objects] [--holdout 24]
+
+Builds the tiny model of params.yaml (tokenizer, seeded weights), runs only its vision pretraining
+(with the options given: each flag is the model.vision_pretrain option of that name; the rest
+of params.yaml as it is) on the train videos that ``split_holdout`` keeps for fitting, and then,
+on every object of the held-out train videos (never the test split), reads the object's shape (3:
+square, wide bar, tall bar, told apart by their first word) and size (2) from the video tokens,
+three ways:
+
+- ``at_colour``: at the one token of the video that scores highest for the object's colour word;
+- ``most_pixels``: at each time step the token that covers most of the object's pixels, logits
+  averaged over the steps the object is in view;
+- ``all_tokens``: averaged over every token that covers at least 3 of its pixels (the targets of
+  ``located``).
+
+Each read is split by the object's shape and size, by whether the object ever spans more than one
+token, and by whether it grows or shrinks or moves. Prints one JSON object. Needs a workspace where
+``dvc repro build_riq`` has run (data/riq/train.jsonl, data/frames, data/raw/annotations.jsonl).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+from pipeline.core.frames_cache import frames_file, load_frames
+from pipeline.core.params import load_params
+from pipeline.model.make import build_tiny, split_holdout, train_event_logs
+from pipeline.model.vision_pretrain import _video_batch, colour_map, pretrain_vision
+from pipeline.riq.schema import read_train_records
+from pipeline.riq.synthetic import SHAPES, SIZES
+
+MIN_PIXELS = 3  # as located_targets: a token that covers fewer of an object's pixels does not show it
+
+
+def first_id(tok, word: str) -> int:
+    return tok(" " + word.split()[0], add_special_tokens=False)["input_ids"][0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--located", action="store_true")
+    parser.add_argument("--shift", type=int, default=0)
+    parser.add_argument("--all-log-words", action="store_true")
+    parser.add_argument("--whole-object", action="store_true", help="model.vision_pretrain.whole_object")
+    parser.add_argument("--recolour-objects", action="store_true", help="model.vision_pretrain.recolour_objects")
+    parser.add_argument("--holdout", type=int, default=24)
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    params = load_params(args.params)
+    mp, vp = params.model, params.model.vision_pretrain
+    records = read_train_records("data/riq/train.jsonl")
+    logs = train_event_logs("data/raw/annotations.jsonl", records)
+    torch.manual_seed(mp.tiny.seed)
+    model, processor = build_tiny(mp, records, params.frames)
+    fit, held = split_holdout(records, args.holdout, mp.tiny.seed)
+    summary = pretrain_vision(model, processor, fit, "data/frames", steps=args.steps, learning_rate=vp.learning_rate,
+                              batch_size=vp.batch_size, max_video_share=vp.max_video_share, seed=mp.tiny.seed, logs=logs,
+                              every_token=vp.every_token, located=args.located, logs_all_words=args.all_log_words,
+                              shift=args.shift, whole_object=args.whole_object,
+                              recolour_objects=args.recolour_objects)
+    tok = processor.tokenizer
+    shape_ids = {s: first_id(tok, s) for s in SHAPES}
+    size_ids = {s: first_id(tok, s) for s in SIZES}
+    embed = model.get_input_embeddings().weight
+    vc = model.config.vision_config
+    cell, tps = vc.patch_size * vc.spatial_merge_size, vc.temporal_patch_size
+    model.eval()
+    rows = []
+    with torch.no_grad():
+        for video, record in sorted({r.video: r for r in held}.items()):
+            frames = load_frames(frames_file(record, "data/frames"))
+            pixels, grid = _video_batch(processor, frames)
+            out = model.model.visual(pixels, grid_thw=grid)
+            feats = out.pooler_output if hasattr(out, "pooler_output") else out
+            t, gh, gw = int(grid[0, 0]), int(grid[0, 1]) // vc.spatial_merge_size, int(grid[0, 2]) // vc.spatial_merge_size
+            log = logs[video]
+            cmap = colour_map(frames.frames, [o.color for o in log.objects])
+            n = cmap.shape[0]
+            if t * tps > n:
+                cmap = np.concatenate([cmap, np.repeat(cmap[-1:], t * tps - n, 0)])
+            cells = cmap[: t * tps, : gh * cell, : gw * cell].reshape(t, tps, gh, cell, gw, cell)
+            logits = (feats @ embed.T).view(t, gh * gw, -1)
+            for j, o in enumerate(log.objects):
+                counts = torch.from_numpy((cells == j).sum((1, 3, 5)).reshape(t, gh * gw).astype(np.float32))
+                shown = counts >= MIN_PIXELS
+                if not shown.any():
+                    continue
+                colour = first_id(tok, o.color)
+                best = int(logits[..., colour].flatten().argmax())
+                at_colour = logits.view(t * gh * gw, -1)[best]
+                steps = shown.any(1).nonzero()[:, 0]
+                most = logits[steps, counts[steps].argmax(1)].mean(0)
+                every = logits[shown].mean(0)
+                acts = {e.action for e in log.events if e.object_id == o.id}
+                row = {"shape": o.shape, "size": o.size, "spans": "several tokens" if int(shown.sum(1).max()) > 1 else "one token",
+                       "resized": bool(acts & {"grows", "shrinks"}), "moves": any(a.startswith("moves") for a in acts),
+                       "pixels": float(counts[steps].max(1).values.median())}
+                for name, vec in (("at_colour", at_colour), ("most_pixels", most), ("all_tokens", every)):
+                    row[f"{name}_shape"] = max(shape_ids, key=lambda s: float(vec[shape_ids[s]]))
+                    row[f"{name}_size"] = max(size_ids, key=lambda s: float(vec[size_ids[s]]))
+                rows.append(row)
+
+    def rate(sub, attr, read):
+        return round(sum(r[f"{read}_{attr}"] == r[attr] for r in sub) / len(sub), 3) if sub else None
+
+    reads = ("at_colour", "most_pixels", "all_tokens")
+    report = {"args": vars(args), "pretrain": summary, "objects": len(rows),
+              "all": {f"{rd}_{a}": rate(rows, a, rd) for rd in reads for a in ("shape", "size")}}
+    for key in ("shape", "size", "spans", "resized", "moves"):
+        groups = defaultdict(list)
+        for r in rows:
+            groups[str(r[key])].append(r)
+        report[f"by_{key}"] = {g: {"n": len(sub), "median_pixels": float(np.median([r["pixels"] for r in sub])),
+                                   **{f"{rd}_{a}": rate(sub, a, rd) for rd in reads for a in ("shape", "size")}}
+                               for g, sub in sorted(groups.items())}
+    confusion = defaultdict(int)
+    for r in rows:
+        confusion[f"{r['shape']} -> {r['most_pixels_shape']}"] += 1
+    report["most_pixels_shape_confusion"] = dict(sorted(confusion.items()))
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
