@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -44,6 +45,37 @@ def first_id(tok, word: str) -> int:
     return tok(" " + word.split()[0], add_special_tokens=False)["input_ids"][0]
 
 
+def extra_world(params, n: int, root: Path):
+    """(record, log) pairs of ``n`` more synthetic videos (indices from 100,000 on), and a frames folder
+    holding their frames and links to data/frames. Each record is one answerable query, only so that
+    pretrain_vision takes the video; with the event logs its targets come from the log."""
+    from pipeline.core.frames_cache import save_frames
+    from pipeline.data.frames import extract_video
+    from pipeline.data.synthetic import encode, plan_video
+    from pipeline.riq.schema import RiqRecord
+
+    frames = root / "frames"
+    frames.mkdir(parents=True, exist_ok=True)
+    for f in Path("data/frames").glob("*.npz"):
+        if not (frames / f.name).exists():
+            (frames / f.name).symlink_to(f.resolve())
+    out = []
+    for i in range(100_000, 100_000 + n):
+        plan = plan_video(params.download.synthetic, i)
+        log = plan.log
+        if not (frames / f"{log.video_id}.npz").exists():
+            encode(plan, root / f"{log.video_id}.mp4")
+            save_frames(frames / f"{log.video_id}.npz", extract_video(root / f"{log.video_id}.mp4", params.frames))
+        o = log.objects[0]
+        out.append((RiqRecord.model_validate({
+            "id": f"{log.video_id}-extra", "video": log.video_id, "video_path": log.video, "frames_path": f"{log.video_id}.npz",
+            "duration": log.duration, "source": "synthetic", "problem": f"the {o.color} {o.shape} is in view",
+            "task_type": "answerable", "kind": "answerable", "gt_answers": [{"answer": [0.0, log.duration]}],
+            "reference_answer": f"0.00 to {log.duration:.2f}", "contrast_answer": "No relevant segment.",
+            "difficulty": "original"}), log))
+    return out, str(frames)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=800)
@@ -53,6 +85,12 @@ def main() -> None:
     parser.add_argument("--whole-object", action="store_true", help="model.vision_pretrain.whole_object")
     parser.add_argument("--recolour-objects", action="store_true", help="model.vision_pretrain.recolour_objects")
     parser.add_argument("--holdout", type=int, default=24)
+    parser.add_argument("--steps-x", type=float, default=1.0, help="(diagnostic) multiply --steps")
+    parser.add_argument("--extra-videos", type=int, default=0,
+                        help="(diagnostic) also pretrain on this many more videos of the synthetic world, from seeds far past "
+                             "download.synthetic.n_videos (so never a video of the RIQ splits), rendered and extracted by the "
+                             "pipeline's own code into --extra-dir")
+    parser.add_argument("--extra-dir", default="/tmp/tower_probe_extra")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -63,7 +101,12 @@ def main() -> None:
     torch.manual_seed(mp.tiny.seed)
     model, processor = build_tiny(mp, records, params.frames)
     fit, held = split_holdout(records, args.holdout, mp.tiny.seed)
-    summary = pretrain_vision(model, processor, fit, "data/frames", steps=args.steps, learning_rate=vp.learning_rate,
+    frames_dir = "data/frames"
+    if args.extra_videos:
+        extra, frames_dir = extra_world(params, args.extra_videos, Path(args.extra_dir))
+        logs |= {r.video: log for r, log in extra}
+        fit = fit + [r for r, _ in extra]
+    summary = pretrain_vision(model, processor, fit, frames_dir, steps=int(args.steps * args.steps_x), learning_rate=vp.learning_rate,
                               batch_size=vp.batch_size, max_video_share=vp.max_video_share, seed=mp.tiny.seed, logs=logs,
                               every_token=vp.every_token, located=args.located, logs_all_words=args.all_log_words,
                               shift=args.shift, whole_object=args.whole_object,

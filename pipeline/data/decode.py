@@ -28,6 +28,13 @@ from pipeline.data.ffmpeg import decoder_exe, ffprobe_exe, probe
 # bicubic(antialias=True). Of the kernels tried, swscale's default bicubic came
 # closest to qwen-vl-utils' frames (mean abs difference ~0.1-0.2 of 255; see docs/FRAMES.md).
 RESIZE_FLAGS = {"flags": "bicubic"}
+# ffmpeg's C code only: swscale's SIMD code rounds differently from its C code (up to 3-4 levels of
+# 255), and which SIMD code runs depends on the CPU, so the same video gave other frames on another
+# machine and dvc.lock's hashes and every metric moved. The C code gives the same frames everywhere.
+# Cost: ~1.5x the decoding time of a 480p clip. swscale's accurate_rnd+bitexact flags also make SIMD
+# match C, but move the frames further from qwen-vl-utils' (decord's SIMD swscale): mean abs
+# difference 1.0-2.1 on the test videos against 0.5-0.8 with the C code (docs/FRAMES.md).
+CPU_FLAGS = ("-cpuflags", "0")
 
 
 class VideoError(InputError):
@@ -143,7 +150,7 @@ def ffmpeg_command(
     # and duplicate frames into the gaps that select leaves.
     out = ffmpeg.output(video, "pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
     args = out.compile(cmd=decoder_exe())
-    return [args[0], "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info" if showinfo else "error", *args[1:]]
+    return [args[0], *CPU_FLAGS, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info" if showinfo else "error", *args[1:]]
 
 
 def _ffmpeg_reason(stderr: str) -> str:

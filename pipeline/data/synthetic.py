@@ -11,7 +11,8 @@ for blinks); outside its events an object does not change at all.
 Frames are drawn with numpy (the geometry is known exactly, per frame) and piped
 as raw RGB into one ffmpeg/libx264 process per video with pinned, bit-exact
 encoder settings: the same seed gives byte-identical files on every machine
-(the encoder is the lock-pinned static ffmpeg build, see ``encoder_exe``).
+(the encoder is the lock-pinned static ffmpeg build, see ``encoder_exe``, and the
+settings keep CPU-specific rounding out, see ``ENCODER_CPU_FLAGS``).
 """
 
 from __future__ import annotations
@@ -47,8 +48,14 @@ GAP_S = 0.5  # between two events of one object, and from the video's ends
 PAD = 2  # pixels kept free at the edge of a region, so neighbours never touch
 EVENTS_PER_OBJECT = 2
 
+# The same binary is not enough for the same bytes: swscale's SIMD RGB->YUV and x264's assembly
+# round differently from their C code (measured: on an AVX-512 machine, -cpuflags 0 or x264's
+# asm=0 changed the decoded pixels of 2 of 3 videos), so a machine with other CPU features rendered
+# other videos, and dvc.lock's hashes and every metric moved. C code only (ENCODER_CPU_FLAGS before
+# the input, asm=0 for x264) gives the same file whatever the CPU.
+ENCODER_CPU_FLAGS = ("-cpuflags", "0")
 ENCODER_ARGS = (
-    "-c:v", "libx264", "-preset", "veryfast", "-crf", "18",
+    "-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-x264-params", "asm=0",
     "-pix_fmt", "yuv420p", "-threads", "1", "-sc_threshold", "0",
     "-fflags", "+bitexact", "-flags:v", "+bitexact", "-map_metadata", "-1", "-map_chapters", "-1",
     # swscale converts RGB with the BT.601 limited-range matrix; say so, so decoders invert the same one.
@@ -290,7 +297,7 @@ def encode(plan: VideoPlan, dest: Path) -> None:
     """Render ``plan`` into ``dest`` (mp4) atomically; raise RuntimeError with ffmpeg's message on failure."""
     log = plan.log
     cmd = [
-        encoder_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
+        encoder_exe(), *ENCODER_CPU_FLAGS, "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
         "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{log.width}x{log.height}", "-framerate", str(log.fps), "-i", "-",
         "-an", *ENCODER_ARGS, "-g", str(2 * int(log.fps)), "-frames:v", str(plan.n_frames),
     ]
