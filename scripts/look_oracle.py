@@ -11,6 +11,11 @@ view, so the same oracle refuses every record: its blind accuracy is the refusab
 one JSON object: per attribute set the accuracy, the blind accuracy, their difference (the visual
 gain the oracle would report), and the accuracy per edit set of the refusable records, so it says
 which edits no attribute look can catch (actions, directions, order).
+
+``reads``: the expected visual gain of a look whose colour check is perfect and whose shape and size
+of the colour's object are read right with probability p each (a wrong read is one of the other
+values, uniformly), for several p: how good the reads of the tower (``tower_probe.py --look``) and
+the decoder must be for the bar of 0.10.
 """
 
 from __future__ import annotations
@@ -47,10 +52,28 @@ def oracle(records: list[RiqRecord], logs: dict, attributes: tuple[str, ...]) ->
     }
 
 
+def noisy_reads(records: list[RiqRecord], logs: dict, p: float) -> float:
+    """Expected visual gain in accuracy of the colour-perfect look with shape and size reads right w.p. ``p``."""
+    from pipeline.riq.synthetic import SHAPES, SIZES, parse_query
+
+    def agrees(asked: str, true: str, values: tuple[str, ...]) -> float:
+        return p if asked == true else (1 - p) / (len(values) - 1)
+
+    right = 0.0
+    for r in records:
+        subject = parse_query(" ".join(r.problem.split())).subject
+        obj = next((o for o in logs[r.video].objects if o.color == subject.color), None)
+        answers = 0.0 if obj is None else agrees(subject.shape, obj.shape, SHAPES) * agrees(subject.size, obj.size, SIZES)
+        right += answers if r.task_type == "answerable" else 1 - answers
+    blind = sum(r.task_type == "refusable" for r in records) / len(records)
+    return round(right / len(records) - blind, 3)
+
+
 def main(riq: str, events: str) -> dict:
     records = [RiqRecord.model_validate(o) for _, o in read_jsonl(riq)]
     logs = read_event_logs(events)
-    return {"+".join(a): oracle(records, logs, a) for a in ATTRIBUTE_SETS} | {"records": len(records)}
+    reads = {str(p): noisy_reads(records, logs, p) for p in (0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)}
+    return {"+".join(a): oracle(records, logs, a) for a in ATTRIBUTE_SETS} | {"reads": reads, "records": len(records)}
 
 
 if __name__ == "__main__":
