@@ -1,7 +1,7 @@
 """Where does the tiny vision tower lose an object's shape? A tower-only probe on held-out train videos.
 
     python scripts/tower_probe.py [--steps 800] [--located] [--shift 13] [--all-log-words]
-                                  [--whole-object] [--recolour-objects] [--holdout 24]
+                                  [--whole-object] [--recolour-objects] [--clip-frames 8] [--holdout 24]
                                   [--save-tower T.pt | --load-tower T.pt] [--look data/riq/eval/synthetic.jsonl]
 
 Builds the tiny model of params.yaml (tokenizer, seeded weights), runs only its vision pretraining
@@ -164,6 +164,7 @@ def main() -> None:
     parser.add_argument("--all-log-words", action="store_true")
     parser.add_argument("--whole-object", action="store_true", help="model.vision_pretrain.whole_object")
     parser.add_argument("--recolour-objects", action="store_true", help="model.vision_pretrain.recolour_objects")
+    parser.add_argument("--clip-frames", type=int, default=0, help="model.vision_pretrain.clip_frames")
     parser.add_argument("--holdout", type=int, default=24)
     parser.add_argument("--steps-x", type=float, default=1.0, help="(diagnostic) multiply --steps")
     parser.add_argument("--extra-videos", type=int, default=0,
@@ -199,7 +200,7 @@ def main() -> None:
                                   max_video_share=vp.max_video_share, seed=mp.tiny.seed, logs=logs,
                                   every_token=vp.every_token, located=args.located, logs_all_words=args.all_log_words,
                                   shift=args.shift, whole_object=args.whole_object,
-                                  recolour_objects=args.recolour_objects)
+                                  recolour_objects=args.recolour_objects, clip_frames=args.clip_frames)
     rows = object_reads(model, processor, logs, held)
     if args.save_tower:
         torch.save(model.state_dict(), args.save_tower)

@@ -331,7 +331,7 @@ def _make_tiny(params: ModelParams, records, frames_dir, out: Path, frames: Fram
             batch_size=vp.batch_size, max_video_share=vp.max_video_share, seed=params.tiny.seed, logs=logs,
             every_token=vp.every_token, located=vp.located, logs_all_words=vp.all_log_words,
             shift=vp.shift, colour_everywhere=vp.colour_everywhere, whole_object=vp.whole_object,
-            recolour_objects=vp.recolour_objects)
+            recolour_objects=vp.recolour_objects, clip_frames=vp.clip_frames)
         if held:
             summary["vision_pretrain"]["holdout_word_auc_before"] = before
             summary["vision_pretrain"]["holdout_word_auc"] = word_auc(

@@ -247,7 +247,7 @@ def pretrain_vision(model, processor, records: Sequence[RiqRecord], frames_dir, 
                     batch_size: int, max_video_share: float, seed: int, logs: dict[str, VideoLog] | None = None,
                     every_token: bool = False, located: bool = False,
                     logs_all_words: bool = False, shift: int = 0, colour_everywhere: bool = False,
-                    whole_object: bool = False, recolour_objects: bool = False) -> dict:
+                    whole_object: bool = False, recolour_objects: bool = False, clip_frames: int = 0) -> dict:
     """Train the vision tower (and the tied word embeddings it is read through) on
     word targets; returns the losses.
 
@@ -313,8 +313,15 @@ def pretrain_vision(model, processor, records: Sequence[RiqRecord], frames_dir, 
             if colour_ids is not None:
                 colour_ids = {c: set(processor.tokenizer(" " + c, add_special_tokens=False)["input_ids"]) for c in new}
             spans = [(s, e, ids if keep is None else ids & keep) for s, e, ids in scene_words(log, processor.tokenizer)]
-            if not shift:
-                pixels, grid = _video_batch(processor, frames)
+        if clip_frames and len(frames.frames) > clip_frames:
+            # Frames of one video show the same few objects, so a short clip teaches the tower nearly
+            # what the whole video does, at a fraction of the tokens and of the processing.
+            a = clip_rng.randrange((len(frames.frames) - clip_frames) // tps + 1) * tps
+            frames = type(frames)(frames=frames.frames[a:a + clip_frames], timestamps=frames.timestamps[a:a + clip_frames],
+                                  meta=frames.meta)
+            cmap, ts = cmap[a:a + clip_frames], [float(t) for t in frames.timestamps]
+        if (recolour_objects or clip_frames) and not shift:
+            pixels, grid = _video_batch(processor, frames)
         if shift:
             # A fresh translation each time the video is drawn: the same object then falls on
             # different places of the patch grid, so the tower learns its shape, not its pixels.
@@ -341,13 +348,15 @@ def pretrain_vision(model, processor, records: Sequence[RiqRecord], frames_dir, 
 
     tps = model.config.vision_config.temporal_patch_size
     rng, shift_rng, recolour_rng = random.Random(seed), random.Random(seed + 1), random.Random(seed + 2)
+    clip_rng = random.Random(seed + 3)
     # Only colours the logs name: their words are targets; another colour's word would have no column.
     palette = sorted({o.color for v in videos if v in (logs or {}) for o in logs[v].objects})
     model.train()
-    losses = []
+    losses, drawn = [], []
     for _ in range(steps):
         chunk = rng.sample(videos, min(batch_size, len(videos)))
         got = [inputs(v) for v in chunk]
+        drawn += [int(g[1][0, 0]) * tps for g in got]
         pixels = torch.cat([g[0] for g in got])
         grid = torch.cat([g[1] for g in got])
         out = model.model.visual(pixels, grid_thw=grid)
@@ -359,6 +368,8 @@ def pretrain_vision(model, processor, records: Sequence[RiqRecord], frames_dir, 
             logits = log_scale.exp() * (f @ embed[words].T)  # (tokens, words)
             per_group = logits.view(t, -1, len(words)).amax(1)
             g_target, w_target = targets(spans, t, ts, tps)
+            if clip_frames and where is not None:
+                w_target = g_target.amax(0)  # only the words of the clip's time
             if where is not None:
                 loss = loss + F.binary_cross_entropy_with_logits(logits.view(t, -1, len(words)), where)
             elif every_token:
@@ -380,4 +391,5 @@ def pretrain_vision(model, processor, records: Sequence[RiqRecord], frames_dir, 
         "words": len(words),
         "first_loss": round(sum(losses[:k]) / k, 4),
         "last_loss": round(sum(losses[-k:]) / k, 4),
+        "frames_per_draw": round(sum(drawn) / len(drawn), 1),
     }

@@ -216,6 +216,33 @@ def test_located_pretraining_with_every_option_learns_from_the_event_logs(colour
     assert word_auc(model, processor, held, root, fit, 0.5) == 1.0
 
 
+def test_clip_frames_trains_on_clips_and_still_learns(colour_videos):
+    """With clip_frames 4 each drawn 8-frame video is cut to 4 frames (2 temporal patches), with and
+    without shift (two processing paths), and the tower still tells the held-out colours apart; the
+    whole video is 8 frames per draw."""
+    from pipeline.core.events import VideoLog
+
+    root, records = colour_videos
+    fit, held = records[:8], records[8:]
+    logs = {r.video: VideoLog(video_id=r.video, video=r.video_path, duration=4.0, width=84, height=56, fps=2,
+                              background="black", events=[],
+                              objects=[{"id": "o1", "color": r.problem.split()[1], "shape": "square", "size": "large"}])
+            for r in records}
+    tok = train_tokenizer([r.problem + " large" for r in records] * 20, 400)
+    processor = build_processor(tok)
+    drawn = {}
+    for clip, shift in ((0, 0), (4, 0), (4, 4)):
+        torch.manual_seed(0)
+        model = build_tiny_model(tok, TINY)
+        summary = pretrain_vision(model, processor, fit, root, steps=60, learning_rate=1e-2, batch_size=4,
+                                  max_video_share=0.5, seed=0, logs=logs, located=True, logs_all_words=True,
+                                  shift=shift, clip_frames=clip)
+        drawn[clip, shift] = summary["frames_per_draw"]
+        assert summary["last_loss"] < summary["first_loss"]
+        assert word_auc(model, processor, held, root, fit, 0.5) == 1.0
+    assert drawn == {(0, 0): 8.0, (4, 0): 4.0, (4, 4): 4.0}
+
+
 def test_recolour_paints_each_object_and_its_edges_and_nothing_else():
     """A gray frame with a red box whose edge pixel is half red, half gray, and a green box. Painted
     red -> blue, green -> yellow: the box is blue, the edge pixel half blue, half gray (hand-computed:
