@@ -192,22 +192,27 @@ def test_located_targets_name_the_objects_each_token_covers():
         ["red", "small", "square"], ["blue", "grows"], [], blue]
 
 
-def test_located_pretraining_with_every_option_learns_from_the_event_logs(colour_videos):
-    """The located path end to end (event logs, shift, whole_object, recolour_objects) on the colour
-    videos: each has a log with its one box. Recolouring swaps red and green with the words to
-    match, so the tower must still tell the held-out videos' colours apart."""
+def _box_logs(records):
+    """An event log per colour video (its one box: a large square of the query's colour), and a
+    processor whose tokenizer knows the log's words."""
     from pipeline.core.events import VideoLog
 
-    root, records = colour_videos
-    fit, held = records[:8], records[8:]
     logs = {r.video: VideoLog(video_id=r.video, video=r.video_path, duration=4.0, width=84, height=56, fps=2,
                               background="black", events=[],
                               objects=[{"id": "o1", "color": r.problem.split()[1], "shape": "square", "size": "large"}])
             for r in records}
-    tok = train_tokenizer([r.problem + " large" for r in records] * 20, 400)
-    processor = build_processor(tok)
+    return logs, build_processor(train_tokenizer([r.problem + " large" for r in records] * 20, 400))
+
+
+def test_located_pretraining_with_every_option_learns_from_the_event_logs(colour_videos):
+    """The located path end to end (event logs, shift, whole_object, recolour_objects) on the colour
+    videos: each has a log with its one box. Recolouring swaps red and green with the words to
+    match, so the tower must still tell the held-out videos' colours apart."""
+    root, records = colour_videos
+    fit, held = records[:8], records[8:]
+    logs, processor = _box_logs(records)
     torch.manual_seed(0)
-    model = build_tiny_model(tok, TINY)
+    model = build_tiny_model(processor.tokenizer, TINY)
     summary = pretrain_vision(model, processor, fit, root, steps=60, learning_rate=1e-2, batch_size=4, max_video_share=0.5,
                               seed=0, logs=logs, located=True, logs_all_words=True, shift=4, whole_object=True,
                               recolour_objects=True)
@@ -220,20 +225,13 @@ def test_clip_frames_trains_on_clips_and_still_learns(colour_videos):
     """With clip_frames 4 each drawn 8-frame video is cut to 4 frames (2 temporal patches), with and
     without shift (two processing paths), and the tower still tells the held-out colours apart; the
     whole video is 8 frames per draw."""
-    from pipeline.core.events import VideoLog
-
     root, records = colour_videos
     fit, held = records[:8], records[8:]
-    logs = {r.video: VideoLog(video_id=r.video, video=r.video_path, duration=4.0, width=84, height=56, fps=2,
-                              background="black", events=[],
-                              objects=[{"id": "o1", "color": r.problem.split()[1], "shape": "square", "size": "large"}])
-            for r in records}
-    tok = train_tokenizer([r.problem + " large" for r in records] * 20, 400)
-    processor = build_processor(tok)
+    logs, processor = _box_logs(records)
     drawn = {}
     for clip, shift in ((0, 0), (4, 0), (4, 4)):
         torch.manual_seed(0)
-        model = build_tiny_model(tok, TINY)
+        model = build_tiny_model(processor.tokenizer, TINY)
         summary = pretrain_vision(model, processor, fit, root, steps=60, learning_rate=1e-2, batch_size=4,
                                   max_video_share=0.5, seed=0, logs=logs, located=True, logs_all_words=True,
                                   shift=shift, clip_frames=clip)
